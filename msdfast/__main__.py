@@ -1,0 +1,3 @@
+from msdfast.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""The one contract every score-distillation estimator follows (MATH.md sec. 2).
+
+An estimator maps a batch x [B, ...] (latents or 2D points) and its condition to a DESCENT gradient
+g of x's shape: x <- x - lr g raises the likelihood. It also returns the threestudio loss-trick loss
+    target = (x - g).detach();  loss = 0.5 * sum((x - target)^2) / B   so that dloss/dx = g / B,
+the number of denoiser evaluations it spent (NFE: a CFG pair counts 2, a batch of N counts N), and a
+dict of diagnostics (t, lambda, grad_norm, ...).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..denoisers.base import Cond, Denoiser
+
+
+@dataclass
+class GradientEstimate:
+    grad: torch.Tensor            # descent gradient g, x's shape, detached
+    loss: torch.Tensor            # loss-trick scalar; backward() puts g / B into x.grad
+    nfe: int                      # denoiser evaluations spent on this estimate
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def loss_trick(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """0.5 * sum((x - (x - g).detach())^2) / B: its gradient w.r.t. x is g / B (threestudio)."""
+    target = (x - g).detach()
+    return 0.5 * (x - target).pow(2).sum() / x.shape[0]
+
+
+class Estimator:
+    """Base class: subclasses implement `_estimate`; `__call__` validates and accounts NFE."""
+
+    name: str = "estimator"
+
+    def __init__(self, denoiser: Denoiser) -> None:
+        self.denoiser = denoiser
+        self.step = 0
+        self.total_steps = 1
+
+    def update_step(self, step: int, total_steps: int) -> None:
+        """Called once per optimisation step (time-range / bandwidth annealing; threestudio hook)."""
+        self.step, self.total_steps = int(step), max(int(total_steps), 1)
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the run done, in [0, 1]."""
+        return min(self.step / max(self.total_steps - 1, 1), 1.0)
+
+    def _estimate(self, x: torch.Tensor, cond: Cond, uncond: Cond,
+                  generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, Any]]:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor, cond: Cond = None, uncond: Cond = None, *,
+                 generator: torch.Generator | None = None) -> GradientEstimate:
+        if not isinstance(x, torch.Tensor) or x.ndim < 2:
+            raise ValueError("x: expected a batch tensor [B, ...]")
+        if not torch.isfinite(x).all():
+            raise ValueError("x: contains NaN or inf")
+        nfe0 = self.denoiser.stats.nfe
+        with torch.no_grad():
+            g, info = self._estimate(x.detach(), cond, uncond, generator)
+        return GradientEstimate(g, loss_trick(x, g), self.denoiser.stats.nfe - nfe0, info)

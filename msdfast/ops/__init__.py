@@ -1,0 +1,241 @@
+"""msdfast.ops: the fused sampling-loop math, one checked Python signature per op, three backends.
+
+Backends (see _dispatch): `reference` (plain PyTorch, msdfast.ops.reference), `compiled` (the msdfast._C
+extension: C++/OpenMP on the CPU, CUDA kernels on NVIDIA GPUs) and `triton` (CUDA tensors; CPU tensors
+under TRITON_INTERPRET=1 for tests). Every public function validates its arguments and raises errors
+naming the offending argument; backends receive contiguous tensors on one device.
+
+Per-sample coefficients are packed into small float32 tables on the tensors' device (built by
+`step_coefficients` / `grad_coefficients`) so sampling loops never synchronise with the host.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from . import _dispatch, reference
+from .reference import GRAD_COLUMNS, STEP_COLUMNS
+
+__all__ = ["ddim_step", "distill_grad", "chain_mean_shift", "noise_to_levels", "empirical_denoiser",
+           "empirical_score", "gmm_score", "step_coefficients", "grad_coefficients", "STEP_COLUMNS",
+           "GRAD_COLUMNS", "backend_table"]
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+Coef = torch.Tensor | float | int | Sequence[float]
+
+
+# --------------------------------------------------------------------------------- validation
+def _check_tensor(name: str, t: torch.Tensor, like: torch.Tensor | None = None, *,
+                  same_shape: bool = True, same_dtype: bool = True) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected a floating dtype {FLOAT_DTYPES}, got {t.dtype}")
+    if like is None:
+        return
+    if t.device != like.device:
+        raise ValueError(f"{name}: on device {t.device}, expected {like.device} (same as the first input)")
+    if same_shape and t.shape != like.shape:
+        raise ValueError(f"{name}: shape {tuple(t.shape)} does not match {tuple(like.shape)}")
+    if same_dtype and t.dtype != like.dtype:
+        raise TypeError(f"{name}: dtype {t.dtype} does not match {like.dtype}")
+
+
+def _check_coef(name: str, coef: torch.Tensor, batch: int, ncol: int, device: torch.device) -> torch.Tensor:
+    if not isinstance(coef, torch.Tensor) or coef.ndim != 2 or coef.shape[1] != ncol \
+            or coef.shape[0] not in (1, batch):
+        shape = tuple(coef.shape) if isinstance(coef, torch.Tensor) else type(coef).__name__
+        raise ValueError(f"{name}: expected a [{batch} or 1, {ncol}] coefficient table, got {shape}")
+    if coef.device != device:
+        raise ValueError(f"{name}: on device {coef.device}, expected {device}")
+    return coef.to(torch.float32).contiguous()
+
+
+def _per_sample(name: str, value: Coef, batch: int, device: torch.device) -> torch.Tensor:
+    """A python scalar, sequence, 0-d or [B] tensor as a float32 [B] tensor on device."""
+    t = torch.as_tensor(value, dtype=torch.float32, device=device) if not isinstance(value, torch.Tensor) \
+        else value.to(device=device, dtype=torch.float32)
+    if t.ndim == 0:
+        return t.expand(batch)
+    if t.ndim == 1 and t.shape[0] in (1, batch):
+        return t.expand(batch)
+    raise ValueError(f"{name}: expected a scalar or a [{batch}] tensor, got shape {tuple(t.shape)}")
+
+
+def _c(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.contiguous()
+
+
+# --------------------------------------------------------------------------------- coefficient tables
+def step_coefficients(batch: int, alpha_t: Coef, sigma_t: Coef, alpha_next: Coef, sigma_next: Coef, *,
+                      guidance_scale: Coef = 1.0, psr: Coef = 1.0, eta: Coef = 0.0, decay: Coef = 1.0,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+    """Pack the per-sample coefficients of `ddim_step` into a [batch, 8] float32 table (STEP_COLUMNS).
+
+    eta is DDIM's stochasticity (0: deterministic DDIM or inversion, 1: DDPM ancestral):
+        sigma_eta = eta sqrt((1 - abar') / (1 - abar)) sqrt(1 - abar / abar')   (Song et al. 2021, eq. 16)
+        c_eps = sqrt(sigma_next^2 - sigma_eta^2), c_noise = sigma_eta.
+    decay is exp(-|dtau| / lambda^2) of MSD's stable solver (ignored unless a centre is given).
+    """
+    device = torch.device(device)
+    cols = [_per_sample(n, v, batch, device) for n, v in (
+        ("guidance_scale", guidance_scale), ("psr", psr), ("alpha_t", alpha_t), ("sigma_t", sigma_t),
+        ("alpha_next", alpha_next), ("sigma_next", sigma_next), ("eta", eta), ("decay", decay))]
+    w, r, a, s, an, sn, et, dec = cols
+    if torch.any(a <= 0):
+        raise ValueError("alpha_t: must be positive (the step divides by it)")
+    abar, abar_n = a * a, an * an
+    sig_eta = et * torch.sqrt(((1 - abar_n) / (1 - abar).clamp_min(1e-20)).clamp_min(0)
+                              * (1 - abar / abar_n).clamp_min(0))
+    c_eps = torch.sqrt((sn * sn - sig_eta * sig_eta).clamp_min(0))
+    return torch.stack([w, r, a, s, an, c_eps, sig_eta, dec], dim=1).contiguous()
+
+
+def grad_coefficients(batch: int, weight: Coef, *, guidance_scale: Coef = 1.0, psr: Coef = 1.0,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+    """Pack the per-sample coefficients of `distill_grad` into a [batch, 3] float32 table (GRAD_COLUMNS)."""
+    device = torch.device(device)
+    return torch.stack([_per_sample("guidance_scale", guidance_scale, batch, device),
+                        _per_sample("psr", psr, batch, device),
+                        _per_sample("weight", weight, batch, device)], dim=1).contiguous()
+
+
+# --------------------------------------------------------------------------------- ops
+def ddim_step(z: torch.Tensor, eps_c: torch.Tensor, coef: torch.Tensor, *, eps_u: torch.Tensor | None = None,
+              center: torch.Tensor | None = None, noise: torch.Tensor | None = None, return_x0: bool = False,
+              backend: str | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Fused CFG + PSR + DDIM step (+ eta noise) + MSD kernel pull, in one pass over memory.
+
+    See msdfast.ops.reference.ddim_step for the equations. coef is a [B or 1, 8] table from
+    `step_coefficients`. Returns z_out, or (z_out, x0_hat) with return_x0.
+    """
+    _check_tensor("z", z)
+    _check_tensor("eps_c", eps_c, z)
+    for name, t in (("eps_u", eps_u), ("center", center), ("noise", noise)):
+        if t is not None:
+            _check_tensor(name, t, z)
+    if z.ndim < 1 or z.shape[0] == 0:
+        raise ValueError("z: expected a non-empty batch [B, ...]")
+    coef = _check_coef("coef", coef, z.shape[0], len(STEP_COLUMNS), z.device)
+    out, x0 = _dispatch.call("ddim_step", z.device.type, backend, z.contiguous(), eps_c.contiguous(),
+                             _c(eps_u), coef, _c(center), _c(noise), bool(return_x0))
+    return (out, x0) if return_x0 else out
+
+
+def distill_grad(eps_c: torch.Tensor, eps_target: torch.Tensor, coef: torch.Tensor, *,
+                 eps_u: torch.Tensor | None = None, x: torch.Tensor | None = None, clip: float | None = None,
+                 backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """g = weight (psr CFG(eps_u, eps_c) - eps_target), nan_to_num, clip; target = x - g; ||g||.
+
+    Returns (g, target or None, grad_norm) in one pass. coef from `grad_coefficients`.
+    """
+    _check_tensor("eps_c", eps_c)
+    _check_tensor("eps_target", eps_target, eps_c)
+    for name, t in (("eps_u", eps_u), ("x", x)):
+        if t is not None:
+            _check_tensor(name, t, eps_c)
+    if clip is not None and not clip > 0:
+        raise ValueError(f"clip: must be positive or None, got {clip}")
+    coef = _check_coef("coef", coef, eps_c.shape[0], len(GRAD_COLUMNS), eps_c.device)
+    g, target, norm = _dispatch.call("distill_grad", eps_c.device.type, backend, eps_c.contiguous(),
+                                     eps_target.contiguous(), _c(eps_u), coef, _c(x),
+                                     None if clip is None else float(clip))
+    return g, (target if x is not None else None), norm
+
+
+def chain_mean_shift(y: torch.Tensor, x: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
+    """MSD descent gradient g = x - mean_i y_i for N chains laid out chain-major in y [N*B, ...]."""
+    _check_tensor("x", x)
+    _check_tensor("y", y, x, same_shape=False)
+    if y.shape[1:] != x.shape[1:] or y.shape[0] % max(x.shape[0], 1) != 0 or y.shape[0] == 0:
+        raise ValueError(f"y: shape {tuple(y.shape)} is not [N*B, ...] for x of shape {tuple(x.shape)}")
+    n = y.shape[0] // x.shape[0]
+    return _dispatch.call("chain_mean_shift", x.device.type, backend, y.contiguous(), x.contiguous(), n)
+
+
+def noise_to_levels(x: torch.Tensor, eps: torch.Tensor, alphas: torch.Tensor, sigmas: torch.Tensor, *,
+                    backend: str | None = None) -> torch.Tensor:
+    """out[l*B + b] = alphas[b, l] x[b] + sigmas[b, l] eps[b]: L noise levels, one shared eps, one batch."""
+    _check_tensor("x", x)
+    _check_tensor("eps", eps, x)
+    B = x.shape[0]
+    for name, t in (("alphas", alphas), ("sigmas", sigmas)):
+        if not isinstance(t, torch.Tensor) or t.ndim != 2 or t.shape[0] not in (1, B):
+            raise ValueError(f"{name}: expected a [B, L] tensor with B = {B}")
+        if t.device != x.device:
+            raise ValueError(f"{name}: on device {t.device}, expected {x.device}")
+    if alphas.shape[1] != sigmas.shape[1]:
+        raise ValueError("sigmas: must have as many levels (columns) as alphas")
+    a = alphas.to(torch.float32).expand(B, -1).contiguous()
+    s = sigmas.to(torch.float32).expand(B, -1).contiguous()
+    return _dispatch.call("noise_to_levels", x.device.type, backend, x.contiguous(), eps.contiguous(), a, s)
+
+
+def empirical_denoiser(x: torch.Tensor, data: torch.Tensor, s: torch.Tensor | float, *,
+                       backend: str | None = None) -> torch.Tensor:
+    """Ideal denoiser of an empirical distribution (MSD paper eq. 16), streaming over data.
+
+    x [M, d] queries, data [N, d], s per-query noise level ([M] or scalar, > 0). Returns D [M, d].
+    """
+    _check_tensor("x", x)
+    _check_tensor("data", data, x, same_shape=False, same_dtype=False)
+    if x.ndim != 2 or data.ndim != 2 or data.shape[1] != x.shape[1]:
+        raise ValueError(f"data: expected [N, {x.shape[-1]}] for x of shape {tuple(x.shape)}")
+    if data.shape[0] == 0:
+        raise ValueError("data: must hold at least one point")
+    sv = _per_sample("s", s, x.shape[0], x.device)
+    if torch.any(~(sv > 0)):
+        raise ValueError("s: noise level must be positive and finite")
+    return _dispatch.call("empirical_denoiser", x.device.type, backend, x.contiguous(),
+                          data.to(x.dtype).contiguous(), sv.contiguous())
+
+
+def empirical_score(x: torch.Tensor, data: torch.Tensor, s: torch.Tensor | float, *,
+                    backend: str | None = None) -> torch.Tensor:
+    """Score of the smoothed empirical distribution: (D(x; s) - x) / s^2 (Tweedie)."""
+    d = empirical_denoiser(x, data, s, backend=backend)
+    sv = _per_sample("s", s, x.shape[0], x.device).to(x.dtype)[:, None]
+    return (d - x) / sv**2
+
+
+def gmm_score(x: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, covs: torch.Tensor,
+              s: torch.Tensor | float = 0.0, *, backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score and log-density of a 2D full-covariance Gaussian mixture at noise level s (per query).
+
+    Streams over components with log-sum-exp. Use float64 for thin components (the tree toy).
+    Returns (score [M, 2], logp [M]) in x's dtype.
+    """
+    _check_tensor("x", x)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"x: expected [M, 2] points, got {tuple(x.shape)}")
+    K = weights.shape[0] if isinstance(weights, torch.Tensor) and weights.ndim == 1 else -1
+    if K <= 0:
+        raise ValueError("weights: expected a non-empty [K] tensor")
+    if not isinstance(means, torch.Tensor) or means.shape != (K, 2):
+        raise ValueError(f"means: expected shape [{K}, 2]")
+    if not isinstance(covs, torch.Tensor) or covs.shape != (K, 2, 2):
+        raise ValueError(f"covs: expected shape [{K}, 2, 2]")
+    for name, t in (("weights", weights), ("means", means), ("covs", covs)):
+        if t.device != x.device:
+            raise ValueError(f"{name}: on device {t.device}, expected {x.device}")
+    sv = _per_sample("s", s, x.shape[0], x.device)
+    if torch.any(~(sv >= 0)):
+        raise ValueError("s: noise level must be non-negative and finite")
+    dt = x.dtype
+    return _dispatch.call("gmm_score", x.device.type, backend, x.contiguous(), weights.to(dt).contiguous(),
+                          means.to(dt).contiguous(), covs.to(dt).contiguous(), sv.to(dt).contiguous())
+
+
+def backend_table() -> dict[str, dict[str, str]]:
+    """Which backend each op uses on cpu and on cuda, given what is installed."""
+    return _dispatch.table()
+
+
+# --------------------------------------------------------------------------------- registration
+for _op in ("ddim_step", "distill_grad", "chain_mean_shift", "noise_to_levels", "empirical_denoiser", "gmm_score"):
+    _dispatch.register(_op, "reference", getattr(reference, _op), ("cpu", "cuda"))
+
+# Accelerated backends register themselves when they load; neither may make import fail.
+from . import _compiled  # noqa: E402,F401
+from . import _triton  # noqa: E402,F401

@@ -1,0 +1,158 @@
+"""Plain-PyTorch reference implementations: the definition of correct for every backend.
+
+Each function takes already-validated arguments (see msdfast.ops for the public, checked API),
+computes in float32 (float64 where the input is float64) and returns outputs in the input dtype.
+Per-sample coefficients arrive packed as a float32 table `coef` of shape [B or 1, C]; the column
+layouts are fixed by STEP_COLUMNS / GRAD_COLUMNS so every backend reads the same table.
+"""
+from __future__ import annotations
+
+import torch
+
+# Columns of the per-sample coefficient table of the fused sampling step (ddim_step).
+STEP_COLUMNS = ("guidance", "psr", "alpha_t", "sigma_t", "alpha_next", "c_eps", "c_noise", "decay")
+# Columns of the per-sample coefficient table of the distillation-gradient combination (distill_grad).
+GRAD_COLUMNS = ("guidance", "psr", "weight")
+
+
+def _acc_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _col(coef: torch.Tensor, j: int, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Column j of a [B or 1, C] table, shaped to broadcast over like's trailing dims."""
+    return coef[:, j].to(dtype).reshape(coef.shape[0], *([1] * (like.ndim - 1)))
+
+
+def guided_eps(eps_c: torch.Tensor, eps_u: torch.Tensor | None, guidance: torch.Tensor,
+               psr: torch.Tensor) -> torch.Tensor:
+    """eps_g = r (eps_u + w (eps_c - eps_u)) (CFG in diffusers form, then PSR; MATH.md sec. 1)."""
+    eps = eps_c if eps_u is None else eps_u + guidance * (eps_c - eps_u)
+    return psr * eps
+
+
+def ddim_step(z: torch.Tensor, eps_c: torch.Tensor, eps_u: torch.Tensor | None, coef: torch.Tensor,
+              center: torch.Tensor | None, noise: torch.Tensor | None,
+              return_x0: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One fused sampling-loop step (MATH.md sec. 1-2; MSD paper eq. 14-15 for the kernel pull).
+
+        eps_g  = r (eps_u + w (eps_c - eps_u))                      CFG + PSR (thesis eq. 1.6)
+        x0_hat = (z - sigma_t eps_g) / alpha_t                       Tweedie
+        z'     = alpha_next x0_hat + c_eps eps_g + c_noise noise     DDIM (eta) / DDPM / inversion
+        z_out  = c + (z' - c) decay                                  exact kernel-ODE solution, if centre c
+
+    Deterministic DDIM has c_eps = sigma_next, c_noise = 0; the same step with t_next > t is DDIM
+    inversion. Returns (z_out, x0_hat) with x0_hat empty unless return_x0.
+    """
+    acc = _acc_dtype(z)
+    col = lambda j: _col(coef, j, z, acc)  # noqa: E731
+    eps = guided_eps(eps_c.to(acc), None if eps_u is None else eps_u.to(acc), col(0), col(1))
+    x0 = (z.to(acc) - col(3) * eps) / col(2)
+    zn = col(4) * x0 + col(5) * eps
+    if noise is not None:
+        zn = zn + col(6) * noise.to(acc)
+    if center is not None:
+        c = center.to(acc)
+        zn = c + (zn - c) * col(7)
+    x0_out = x0.to(z.dtype) if return_x0 else z.new_empty(0)
+    return zn.to(z.dtype), x0_out
+
+
+def distill_grad(eps_c: torch.Tensor, eps_target: torch.Tensor, eps_u: torch.Tensor | None,
+                 coef: torch.Tensor, x: torch.Tensor | None,
+                 clip: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Score-distillation gradient combination (SDS/ASD/VSD/DSD/SDI; MATH.md sec. 2).
+
+        g = nan_to_num( weight (r (eps_u + w (eps_c - eps_u)) - eps_target) ), clamped to [-clip, clip]
+        target = x - g   (the loss-trick target; empty when x is None)
+        norm = ||g||_2 over the whole batch (threestudio's "grad_norm"), a float32 scalar.
+    nan_to_num maps NaN to 0 and +-inf to the dtype's largest finite values (torch.nan_to_num).
+    """
+    acc = _acc_dtype(eps_c)
+    col = lambda j: _col(coef, j, eps_c, acc)  # noqa: E731
+    eps = guided_eps(eps_c.to(acc), None if eps_u is None else eps_u.to(acc), col(0), col(1))
+    g = col(2) * (eps - eps_target.to(acc))
+    g = torch.nan_to_num(g.to(eps_c.dtype)).to(acc)
+    if clip is not None:
+        g = g.clamp(-clip, clip)
+    norm = torch.linalg.vector_norm(g.to(torch.float32))
+    target = (x.to(acc) - g).to(x.dtype) if x is not None else eps_c.new_empty(0)
+    return g.to(eps_c.dtype), target, norm
+
+
+def chain_mean_shift(y: torch.Tensor, x: torch.Tensor, n_chains: int) -> torch.Tensor:
+    """MSD's descent gradient g = x - mean_i y_i (MSD paper Algorithm 2, sign per MATH.md sec. 2).
+
+    y holds N product samples per element of x laid out chain-major: y.view(N, B, ...)[i] is chain i.
+    """
+    acc = _acc_dtype(x)
+    mean = y.to(acc).reshape(n_chains, *x.shape).mean(dim=0)
+    return (x.to(acc) - mean).to(x.dtype)
+
+
+def noise_to_levels(x: torch.Tensor, eps: torch.Tensor, alphas: torch.Tensor,
+                    sigmas: torch.Tensor) -> torch.Tensor:
+    """Noise x to L levels with one shared eps: out[l*B + b] = alphas[b, l] x[b] + sigmas[b, l] eps[b].
+
+    L = 1 is SDS's forward noising; L = 2 is DSD's interpolation x_hat(t), x_hat(t + delta)
+    (DSD paper eq. 9-10) and ASD's shared-noise pair, laid out level-major so the result is one
+    denoiser batch.
+    """
+    acc = _acc_dtype(x)
+    B, L = alphas.shape
+    shape = (L, B) + (1,) * (x.ndim - 1)
+    a = alphas.t().to(acc).reshape(shape)
+    s = sigmas.t().to(acc).reshape(shape)
+    out = a * x.to(acc).unsqueeze(0) + s * eps.to(acc).unsqueeze(0)
+    return out.reshape(L * B, *x.shape[1:]).to(x.dtype)
+
+
+def empirical_denoiser(x: torch.Tensor, data: torch.Tensor, s: torch.Tensor,
+                       chunk: int = 4096) -> torch.Tensor:
+    """Ideal denoiser of an empirical distribution (MSD paper eq. 16):
+
+        D(x; s) = sum_i u_i N(x; u_i, s^2 I) / sum_i N(x; u_i, s^2 I)
+
+    a softmax over data of logits -|x - u_i|^2 / (2 s^2). Computed over query chunks so peak memory is
+    chunk x N, in float32 (float64 if x is) with max-subtraction (log-sum-exp) stability.
+    s is per query, shape [M].
+    """
+    acc = _acc_dtype(x)
+    u = data.to(acc)
+    out = torch.empty(x.shape, dtype=acc, device=x.device)
+    for i in range(0, x.shape[0], chunk):
+        q = x[i:i + chunk].to(acc)
+        d2 = torch.cdist(q, u).square() if acc == torch.float64 else (
+            (q * q).sum(1, keepdim=True) - 2 * q @ u.t() + (u * u).sum(1)[None, :]).clamp_min(0)
+        logits = -d2 / (2 * s[i:i + chunk].to(acc)[:, None] ** 2)
+        out[i:i + chunk] = torch.softmax(logits, dim=1) @ u
+    return out.to(x.dtype)
+
+
+def gmm_score(x: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, covs: torch.Tensor,
+              s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score and log-density of a 2D Gaussian mixture smoothed to noise level s (MATH.md sec. 3):
+
+        p_s(x) = sum_k phi_k N(x; mu_k, S_k + s^2 I),  score = grad_x log p_s(x)
+               = sum_k r_k(x) (S_k + s^2 I)^-1 (mu_k - x),  r_k = softmax_k(log phi_k + log N_k)
+
+    in the dtype of x (use float64 for the tree: its components are so thin that float32 densities
+    underflow). weights are normalised here; s is per query, shape [M].
+    """
+    dt = x.dtype
+    w = weights.to(dt)
+    logw = torch.log(w / w.sum())
+    C = covs.to(dt)[None] + (s.to(dt) ** 2)[:, None, None, None] * torch.eye(2, dtype=dt, device=x.device)
+    a, b, d = C[..., 0, 0], C[..., 0, 1], C[..., 1, 1]          # [M, K]
+    det = a * d - b * b
+    diff = means.to(dt)[None] - x[:, None]                      # mu_k - x, [M, K, 2]
+    # C^-1 (mu - x) for the symmetric 2x2 C.
+    sol0 = (d * diff[..., 0] - b * diff[..., 1]) / det
+    sol1 = (a * diff[..., 1] - b * diff[..., 0]) / det
+    maha = diff[..., 0] * sol0 + diff[..., 1] * sol1
+    logn = -0.5 * maha - 0.5 * torch.log(det) - torch.log(torch.tensor(2 * torch.pi, dtype=dt))
+    logits = logw[None] + logn
+    logp = torch.logsumexp(logits, dim=1)
+    r = torch.softmax(logits, dim=1)
+    score = torch.stack([(r * sol0).sum(1), (r * sol1).sum(1)], dim=1)
+    return score, logp
