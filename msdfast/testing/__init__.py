@@ -1,0 +1,1 @@
+"""Test helpers (tiny models built from configs; no network)."""
