@@ -99,6 +99,44 @@ class Guidance:
         return ops.reference.guided_eps(eps_c, eps_u, coef[:, :1].reshape(-1, *([1] * (z.ndim - 1))).to(z.dtype),
                                         coef[:, 1:2].reshape(-1, *([1] * (z.ndim - 1))).to(z.dtype))
 
+    # ------------------------------------------------------------------ EDM / VE form (toy samplers)
+    def _guided_at_ve(self, s: torch.Tensor) -> bool:
+        """Guidance on/off at VE noise level s; the interval (in timesteps) is mapped through the schedule's
+        nearest timestep t(s) (s below s_0 maps to t = 0, above s_{T-1} to T - 1)."""
+        if self.scale == 1.0 or self.interval is None:
+            return self.scale != 1.0
+        return self._guided_at(self.schedule.t_for_ve_sigma(s.detach().double().cpu()))
+
+    def denoise_ve(self, x: torch.Tensor, s: torch.Tensor | float, *, tag: str = "") -> torch.Tensor:
+        """The guided, PSR-rescaled VE denoiser D_bar(x; s) (EDM form, for Euler/Heun samplers).
+
+        With eps = (x - D) / s (MATH.md sec. 1, z = alpha x), CFG/autoguidance and PSR act on eps exactly as
+        in `eps`: eps_bar = r (eps_u + w (eps_c - eps_u)), r = psr_factor(SNR = 1 / s^2, k, psr_s);
+        D_bar = x - s eps_bar. A CFG pair is ONE batched call (`denoise_ve_pair`); a guide model is a second.
+        """
+        B = x.shape[0]
+        sv = torch.as_tensor(s, dtype=x.dtype, device=x.device)
+        sv = sv.expand(B) if sv.ndim == 0 else sv
+        cond = match_batch(self.cond, B)
+        d_u = None
+        if not self._guided_at_ve(sv):
+            d_c = self.denoiser.denoise_ve(x, sv, cond, tag=tag)
+        elif self.guide is None:
+            d_c, d_u = self.denoiser.denoise_ve_pair(x, sv, cond, match_batch(self.uncond, B, "uncond"), tag=tag)
+        else:
+            d_c = self.denoiser.denoise_ve(x, sv, cond, tag=tag)
+            gcond = self.cond if self.guide_cond is None else self.guide_cond
+            d_u = self.guide.denoise_ve(x, sv, match_batch(gcond, B, "guide_cond"), tag=tag)
+        shape = (B,) + (1,) * (x.ndim - 1)
+        s_b = sv.reshape(shape)
+        eps_c = (x - d_c) / s_b
+        eps_u = None if d_u is None else (x - d_u) / s_b
+        w = torch.tensor(float(self.scale) if d_u is not None else 1.0, dtype=x.dtype, device=x.device)
+        r = 1.0 if self.psr_k == 1.0 else psr_factor(1.0 / sv.to(torch.float64) ** 2, self.psr_k, self.psr_s)
+        r = torch.as_tensor(r, device=x.device).to(x.dtype)
+        r = r.reshape(shape) if r.ndim else r
+        return x - s_b * ops.reference.guided_eps(eps_c, eps_u, w, r)
+
 
 def step_coefs(guidance: Guidance, batch: int, t: TimeArg, t_next: TimeArg, device: torch.device, *,
                w: float = 1.0, eta: float | torch.Tensor = 0.0,

@@ -1,0 +1,40 @@
+"""Shared setup of the kernel benchmarks (pytest-benchmark). Run, e.g.:
+
+    python -m pytest benchmarks/bench_ddim_step.py --benchmark-json=benchmarks/results/ddim_step_cpu.json
+    python benchmarks/write_table.py benchmarks/results/ddim_step_cpu.json
+
+Conventions for benchmarks/bench_<op>.py: parametrize over `impl` (the baseline is "reference"; others are
+backends or bounds such as "clone"), group by op + shape so impls land side by side, record
+`benchmark.extra_info["bytes"]` (memory traffic of one call) for a GB/s column, and end timed GPU callables
+with torch.cuda.synchronize().
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # same environment as the tests (Triton is not timed on CPU)
+
+import msdfast  # noqa: E402
+
+
+def device_params() -> list:
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                  reason="needs a CUDA GPU"))]
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+@pytest.fixture
+def record_env(benchmark):
+    """Store the software context of the run in the JSON (extra_info of every benchmark)."""
+    info = msdfast._backend._C.build_info() if msdfast._backend.has_compiled() else {}
+    benchmark.extra_info.update(torch=torch.__version__, threads=torch.get_num_threads(),
+                                build=", ".join(f"{k}={v}" for k, v in info.items()))
+    return benchmark

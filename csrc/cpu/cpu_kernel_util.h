@@ -1,0 +1,59 @@
+// Shared helpers of the msdfast CPU kernels: accumulation types, storage rounding, a vectorisable exp,
+// and a per-ISA cloning attribute for the compute-bound streaming kernels.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include <ATen/OpMathType.h>
+
+namespace msdfast::cpu {
+
+// fp32 accumulation for fp16/bf16/fp32 storage, fp64 for fp64 (matches reference._acc_dtype).
+template <typename T> using acc_t = at::opmath_type<T>;
+
+template <typename T> inline acc_t<T> load(const T* p, int64_t i) { return static_cast<acc_t<T>>(p[i]); }
+
+// Largest finite value of the storage type, in the accumulation type (torch.nan_to_num's +inf image).
+template <typename T> inline acc_t<T> max_finite() {
+  return static_cast<acc_t<T>>(std::numeric_limits<T>::max());
+}
+
+// Compute-bound kernels get one clone per ISA level (AVX-512, AVX2+FMA, baseline), picked at load time
+// by the dynamic loader, so the extension stays portable while using the machine's vector width.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#define MSDFAST_ISA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MSDFAST_ISA_CLONES
+#endif
+
+// exp(x) for x in [-inf, 88], branch-free so loops over it vectorise (Cephes expf: Cody-Waite range
+// reduction x = n ln2 + r, degree-5 minimax polynomial for exp(r) on |r| <= ln2/2; ~1 ulp).
+// Inputs below -87.3 are clamped, returning ~1e-38 instead of 0: harmless in a softmax whose
+// largest term is 1.
+inline float fast_exp(float x) {
+  x = std::min(std::max(x, -87.3f), 88.0f);
+  const float t = x * 1.44269504088896341f;
+  // round-to-nearest without floorf (which would not vectorise on the baseline ISA)
+  const float n = (t + 12582912.0f) - 12582912.0f;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+inline double fast_exp(double x) { return std::exp(x); }
+
+}  // namespace msdfast::cpu

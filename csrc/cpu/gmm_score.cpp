@@ -1,0 +1,104 @@
+// msdfast::gmm_score, CPU: score and log-density of a 2D full-covariance Gaussian mixture smoothed to a
+// per-query noise level s (MATH.md sec. 3):
+//
+//   p_s(x) = sum_k phi_k N(x; mu_k, C_k),  C_k = S_k + s^2 I,
+//   score  = sum_k r_k(x) C_k^-1 (mu_k - x),  r_k = softmax_k(log phi_k + log N(x; mu_k, C_k))
+//
+// streamed over components with an online log-sum-exp (one exp per (query, component) pair, no M x K
+// matrix); C_k^-1 is the closed-form 2x2 inverse, since C_k changes with each query's s. Computed in
+// float64 for float64 inputs (the tree toy's thin components), float32 otherwise.
+// Definition of correct: msdfast.ops.reference.gmm_score.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "common/gmm_score.h"
+#include "common/torch_checks.h"
+#include "cpu_kernel_util.h"
+
+namespace msdfast::cpu {
+namespace {
+
+template <typename T>
+void gmm_score_typed(const at::Tensor& x, const at::Tensor& weights, const at::Tensor& means, const at::Tensor& covs,
+                     const at::Tensor& s, at::Tensor& score, at::Tensor& logp) {
+  using A = acc_t<T>;
+  const int64_t M = x.size(0), K = weights.size(0);
+  const T* xp = x.const_data_ptr<T>();
+  const T* sp = s.const_data_ptr<T>();
+  // Per-component constants in SoA form, computed once: log phi_k (normalised), mu_k, S_k entries.
+  std::vector<A> logw(K), mx(K), my(K), ca(K), cb(K), cd(K);
+  {
+    const T* w = weights.const_data_ptr<T>();
+    const T* mu = means.const_data_ptr<T>();
+    const T* cv = covs.const_data_ptr<T>();
+    A wsum = 0;
+    for (int64_t k = 0; k < K; ++k) wsum += A(w[k]);
+    for (int64_t k = 0; k < K; ++k) {
+      logw[k] = std::log(A(w[k]) / wsum);
+      mx[k] = A(mu[2 * k]); my[k] = A(mu[2 * k + 1]);
+      ca[k] = A(cv[4 * k]); cb[k] = A(cv[4 * k + 1]); cd[k] = A(cv[4 * k + 3]);
+    }
+  }
+  const A log2pi = std::log(A(2) * A(M_PI));
+  T* sc = score.mutable_data_ptr<T>();
+  T* lp = logp.mutable_data_ptr<T>();
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(K, 1));
+  at::parallel_for(0, M, grain, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      const A x0 = A(xp[2 * q]), x1 = A(xp[2 * q + 1]), sv = A(sp[q]), s2 = sv * sv;
+      OnlineLse2<A> st{-std::numeric_limits<A>::infinity(), A(0), A(0), A(0)};
+      for (int64_t k = 0; k < K; ++k) {
+        A sol0, sol1;
+        const A logit = gmm_score::component(logw[k], mx[k], my[k], ca[k], cb[k], cd[k], s2, x0, x1, sol0, sol1);
+        st.update(logit, sol0, sol1);
+      }
+      const A l = st.l, g0 = st.g0, g1 = st.g1, m = st.m - log2pi;
+      sc[2 * q] = T(g0 / l);
+      sc[2 * q + 1] = T(g1 / l);
+      lp[q] = T(m + std::log(l));
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> gmm_score_cpu(const at::Tensor& x_, const at::Tensor& weights_,
+                                                 const at::Tensor& means_, const at::Tensor& covs_,
+                                                 const at::Tensor& s_) {
+  check_float("x", x_);
+  TORCH_CHECK(x_.dim() == 2 && x_.size(1) == 2, "x: expected [M, 2] points, got shape ", x_.sizes());
+  const int64_t K = weights_.dim() == 1 ? weights_.size(0) : -1;
+  TORCH_CHECK(K > 0, "weights: expected a non-empty [K] tensor, got shape ", weights_.sizes());
+  TORCH_CHECK(means_.dim() == 2 && means_.size(0) == K && means_.size(1) == 2, "means: expected shape [", K,
+              ", 2], got ", means_.sizes());
+  TORCH_CHECK(covs_.dim() == 3 && covs_.size(0) == K && covs_.size(1) == 2 && covs_.size(2) == 2,
+              "covs: expected shape [", K, ", 2, 2], got ", covs_.sizes());
+  TORCH_CHECK(s_.dim() == 1 && s_.size(0) == x_.size(0), "s: expected an [M] = [", x_.size(0), "] tensor, got ",
+              s_.sizes());
+  for (const auto& [name, t] : {std::pair{"weights", &weights_}, std::pair{"means", &means_},
+                                std::pair{"covs", &covs_}, std::pair{"s", &s_}}) {
+    TORCH_CHECK(t->scalar_type() == x_.scalar_type(), name, ": dtype ", t->scalar_type(), " does not match ",
+                x_.scalar_type());
+    TORCH_CHECK(t->device() == x_.device(), name, ": on device ", t->device(), ", expected ", x_.device());
+  }
+  const at::Tensor x = x_.contiguous(), weights = weights_.contiguous(), means = means_.contiguous(),
+                   covs = covs_.contiguous(), s = s_.contiguous();
+  at::Tensor score = at::empty(x.sizes(), x.options());
+  at::Tensor logp = at::empty({x.size(0)}, x.options());
+  if (x.size(0) == 0) return {score, logp};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "gmm_score_cpu",
+                                  [&] { gmm_score_typed<scalar_t>(x, weights, means, covs, s, score, logp); });
+  return {score, logp};
+}
+
+}  // namespace
+}  // namespace msdfast::cpu
+
+TORCH_LIBRARY_FRAGMENT(msdfast, m) {
+  m.def("gmm_score(Tensor x, Tensor weights, Tensor means, Tensor covs, Tensor s) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(msdfast, CPU, m) { m.impl("gmm_score", &msdfast::cpu::gmm_score_cpu); }

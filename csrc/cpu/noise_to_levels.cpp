@@ -1,0 +1,74 @@
+// msdfast::noise_to_levels, CPU: out[l*B + b] = alphas[b, l] x[b] + sigmas[b, l] eps[b] for L levels with
+// one shared eps, written level-major in one pass (x and eps are read once for all L levels).
+// L = 1: SDS forward noising; L = 2: DSD's x_hat(t), x_hat(t + delta) (DSD paper eq. 9-10).
+// Definition of correct: msdfast.ops.reference.noise_to_levels.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include "common/torch_checks.h"
+#include "cpu_kernel_util.h"
+
+namespace msdfast::cpu {
+namespace {
+
+constexpr int64_t kTile = 4096;
+
+template <typename T>
+void noise_to_levels_typed(const T* x, const T* eps, const float* al, const float* sg, T* out, int64_t B,
+                           int64_t F, int64_t L) {
+  using A = acc_t<T>;
+  const int64_t tiles_per_b = (F + kTile - 1) / kTile;
+  at::parallel_for(0, B * tiles_per_b, 1, [&](int64_t w0, int64_t w1) {
+    A xa[kTile], ea[kTile];
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t b = w / tiles_per_b, lo = (w % tiles_per_b) * kTile, len = std::min(kTile, F - lo);
+      const T* xb = x + b * F + lo;
+      const T* eb = eps + b * F + lo;
+      for (int64_t j = 0; j < len; ++j) { xa[j] = load(xb, j); ea[j] = load(eb, j); }
+      for (int64_t l = 0; l < L; ++l) {
+        const A a = A(al[b * L + l]), s = A(sg[b * L + l]);
+        T* o = out + (l * B + b) * F + lo;
+        for (int64_t j = 0; j < len; ++j) o[j] = static_cast<T>(a * xa[j] + s * ea[j]);
+      }
+    }
+  });
+}
+
+at::Tensor noise_to_levels_cpu(const at::Tensor& x_, const at::Tensor& eps_, const at::Tensor& alphas_,
+                               const at::Tensor& sigmas_) {
+  check_float("x", x_);
+  TORCH_CHECK(x_.dim() >= 1, "x: expected a batch [B, ...], got a 0-d tensor");
+  check_like("eps", eps_, x_);
+  const int64_t B = x_.size(0);
+  for (const auto& [name, t] : {std::pair{"alphas", &alphas_}, std::pair{"sigmas", &sigmas_}}) {
+    TORCH_CHECK(t->dim() == 2 && t->size(0) == B, name, ": expected a [", B, ", L] table, got ", t->sizes());
+    TORCH_CHECK(t->scalar_type() == at::kFloat, name, ": expected float32, got ", t->scalar_type());
+    TORCH_CHECK(t->device() == x_.device(), name, ": on device ", t->device(), ", expected ", x_.device());
+  }
+  TORCH_CHECK(alphas_.size(1) == sigmas_.size(1), "sigmas: must have as many levels (columns) as alphas");
+  const at::Tensor x = x_.contiguous(), eps = eps_.contiguous(), alphas = alphas_.contiguous(),
+                   sigmas = sigmas_.contiguous();
+  const int64_t L = alphas.size(1);
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape[0] = L * B;
+  at::Tensor out = at::empty(shape, x.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "noise_to_levels_cpu", [&] {
+    noise_to_levels_typed<scalar_t>(x.const_data_ptr<scalar_t>(), eps.const_data_ptr<scalar_t>(),
+                                    alphas.const_data_ptr<float>(), sigmas.const_data_ptr<float>(),
+                                    out.mutable_data_ptr<scalar_t>(), B, x.numel() / B, L);
+  });
+  return out;
+}
+
+}  // namespace
+}  // namespace msdfast::cpu
+
+TORCH_LIBRARY_FRAGMENT(msdfast, m) {
+  m.def("noise_to_levels(Tensor x, Tensor eps, Tensor alphas, Tensor sigmas) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(msdfast, CPU, m) { m.impl("noise_to_levels", &msdfast::cpu::noise_to_levels_cpu); }

@@ -1,0 +1,294 @@
+"""Stable Diffusion (diffusers) behind the Denoiser protocol, loaded from a LOCAL folder only.
+
+* Loads unet/, vae/, text_encoder/, tokenizer/ and scheduler/scheduler_config.json of a diffusers pipeline
+  folder (SD 1.5, 2.1-base, 2.1 768-v, ...) with `local_files_only=True`; never touches the network. A single
+  `.safetensors`/`.ckpt` checkpoint is accepted when a diffusers folder with the matching configs is given as
+  `config=` (the single-file loader would otherwise download configs).
+* `_eps` is ONE batched UNet call: CFG pairs, MSD chains and views are batched by the caller (eps_pair,
+  repeat_cond) into a single forward. fp16/bf16 weights, channels_last, SDPA attention.
+* epsilon- and v-prediction models are returned as eps through `VPSchedule.to_eps` (MATH.md sec. 1).
+* Text embeddings are computed once per (model, prompt) and cached in memory and on disk (safetensors).
+* `encode_images` follows threestudio: bilinear resize to the encode resolution (512 for SD 1.5/2.1-base),
+  x * 2 - 1, a posterior SAMPLE times the VAE scaling factor; `decode_latents` inverts it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..schedule import VPSchedule
+from .base import Cond, Denoiser
+
+__all__ = ["StableDiffusionDenoiser", "PromptEmbeddings", "load_stable_diffusion", "default_cache_dir",
+           "view_direction"]
+
+_REQUIRED = {
+    "unet": ("config.json",),
+    "vae": ("config.json",),
+    "text_encoder": ("config.json",),
+    "tokenizer": (),
+    "scheduler": ("scheduler_config.json",),
+}
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def default_cache_dir() -> Path:
+    """$MSDFAST_CACHE, else ~/.cache/msdfast."""
+    return Path(os.environ.get("MSDFAST_CACHE", Path.home() / ".cache" / "msdfast"))
+
+
+def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype: expected one of {sorted(_DTYPES)}, got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+def _check_folder(root: Path) -> None:
+    """Raise FileNotFoundError naming every missing piece of a diffusers SD folder."""
+    if not root.exists():
+        raise FileNotFoundError(f"model: folder {str(root)!r} does not exist (msdfast loads Stable Diffusion "
+                                "from a local diffusers folder only; see README 'Stable Diffusion weights')")
+    missing = []
+    for sub, files in _REQUIRED.items():
+        if not (root / sub).is_dir():
+            missing.append(f"{sub}/")
+            continue
+        missing += [f"{sub}/{f}" for f in files if not (root / sub / f).exists()]
+        if sub in ("unet", "vae", "text_encoder") and not any(
+                p.suffix in (".safetensors", ".bin") for p in (root / sub).iterdir()):
+            missing.append(f"{sub}/<weights>.safetensors")
+    if missing:
+        raise FileNotFoundError(f"model: {str(root)!r} is not a complete diffusers Stable Diffusion folder; "
+                                f"missing: {', '.join(missing)}")
+
+
+def view_direction(elevation: torch.Tensor, azimuth: torch.Tensor, *, front_threshold: float = 45.0,
+                   back_threshold: float = 45.0, overhead_threshold: float = 60.0) -> torch.Tensor:
+    """threestudio's view-dependent prompting: 0 side, 1 front, 2 back, 3 overhead (later rules win).
+
+    Angles in degrees; azimuth is wrapped to [-180, 180).
+    """
+    azimuth = (azimuth + 180.0) % 360.0 - 180.0
+    idx = torch.zeros_like(azimuth, dtype=torch.long)
+    idx[(azimuth > -front_threshold) & (azimuth < front_threshold)] = 1
+    idx[(azimuth > 180.0 - back_threshold) | (azimuth < -180.0 + back_threshold)] = 2
+    idx[elevation > overhead_threshold] = 3
+    return idx
+
+
+VIEW_SUFFIXES = ("side view", "front view", "back view", "overhead view")
+
+
+class PromptEmbeddings:
+    """Text embeddings of one prompt (+ negative, + view-dependent variants).
+
+    `get_text_embeddings` has threestudio's PromptProcessorOutput signature and returns cat([cond, uncond])
+    of shape [2B, L, D] -- cond FIRST, as threestudio orders them.
+    """
+
+    def __init__(self, cond: torch.Tensor, uncond: torch.Tensor, cond_views: torch.Tensor | None = None,
+                 uncond_views: torch.Tensor | None = None) -> None:
+        self.cond, self.uncond = cond, uncond              # [1, L, D]
+        self.cond_views, self.uncond_views = cond_views, uncond_views   # [4, L, D] (side, front, back, overhead)
+
+    def get_text_embeddings(self, elevation: torch.Tensor, azimuth: torch.Tensor,
+                            camera_distances: torch.Tensor | None = None,
+                            view_dependent_prompting: bool = True) -> torch.Tensor:
+        b = elevation.shape[0]
+        if view_dependent_prompting and self.cond_views is not None:
+            idx = view_direction(elevation.cpu().float(), azimuth.cpu().float()).to(self.cond_views.device)
+            cond, uncond = self.cond_views[idx], self.uncond_views[idx]
+        else:
+            cond, uncond = self.cond.expand(b, -1, -1), self.uncond.expand(b, -1, -1)
+        return torch.cat([cond, uncond], dim=0)
+
+
+class StableDiffusionDenoiser(Denoiser):
+    """eps_hat of a diffusers UNet2DConditionModel; conditions are text embeddings [B, 77, D]."""
+
+    def __init__(self, unet: torch.nn.Module, vae: torch.nn.Module, text_encoder: torch.nn.Module,
+                 tokenizer: Any, schedule: VPSchedule, *, model_id: str = "stable-diffusion",
+                 cache_dir: str | os.PathLike | None | bool = None, encode_resolution: int | None = None,
+                 channels_last: bool = True) -> None:
+        super().__init__(schedule)
+        for m in (unet, vae, text_encoder):
+            m.eval().requires_grad_(False)
+        self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.channels_last = channels_last
+        if channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.scaling_factor = float(vae.config.scaling_factor)
+        # SD 1.5 / 2.1-base: 64 latent px * 8 = 512 (threestudio's resize); 2.1-768: 768.
+        self.encode_resolution = int(encode_resolution or unet.config.sample_size * self.vae_scale)
+        if self.encode_resolution % self.vae_scale:
+            raise ValueError(f"encode_resolution: must be a multiple of {self.vae_scale}")
+        self.cache_dir = None if cache_dir is False else Path(cache_dir) if cache_dir else default_cache_dir()
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def latent_size(self) -> int:
+        return self.encode_resolution // self.vae_scale
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    # ------------------------------------------------------------------ Denoiser
+    def _eps(self, z: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+        """One UNet forward for the whole batch (all CFG halves, chains and views), output as eps."""
+        if cond is None:
+            raise ValueError("cond: Stable Diffusion needs text embeddings [B, 77, D] (use encode_prompts)")
+        if cond.shape[0] != z.shape[0]:
+            if cond.shape[0] != 1:
+                raise ValueError(f"cond: batch {cond.shape[0]} does not match z's batch {z.shape[0]}")
+            cond = cond.expand(z.shape[0], *cond.shape[1:])
+        dt = self.dtype
+        zin = z.to(dt)
+        if self.channels_last and zin.ndim == 4:
+            zin = zin.contiguous(memory_format=torch.channels_last)
+        out = self.unet(zin, t, encoder_hidden_states=cond.to(device=z.device, dtype=dt), return_dict=False)[0]
+        # Conversion (v -> eps) in float32: z and the schedule coefficients are exact there.
+        return self.schedule.to_eps(out.float(), z.float(), t).to(z.dtype)
+
+    # ------------------------------------------------------------------ text
+    def _text_key(self, prompt: str) -> str:
+        return hashlib.sha256(f"{self.model_id}\0{prompt}".encode()).hexdigest()[:32]
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Text-encoder hidden states [n, L, D] (float32, on the model's device), cached per prompt."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        todo = [p for p in dict.fromkeys(prompts) if self._text_key(p) not in self._text_cache]
+        if todo and self.cache_dir is not None:
+            from safetensors.torch import load_file
+            for p in list(todo):
+                f = self.cache_dir / "text_embeddings" / f"{self._text_key(p)}.safetensors"
+                if f.exists():
+                    self._text_cache[self._text_key(p)] = load_file(str(f))["embedding"].to(self.device)
+                    todo.remove(p)
+        if todo:
+            ids = self.tokenizer(list(todo), padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt").input_ids.to(self.device)
+            emb = self.text_encoder(ids)[0].float()
+            for p, e in zip(todo, emb):
+                self._text_cache[self._text_key(p)] = e
+                if self.cache_dir is not None:
+                    from safetensors.torch import save_file
+                    f = self.cache_dir / "text_embeddings" / f"{self._text_key(p)}.safetensors"
+                    f.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = f.with_suffix(f".{os.getpid()}.tmp")
+                    save_file({"embedding": e.detach().cpu().contiguous()}, str(tmp),
+                              metadata={"model": self.model_id, "prompt": p})
+                    os.replace(tmp, f)
+        return torch.stack([self._text_cache[self._text_key(p)] for p in prompts])
+
+    def prompt_embeddings(self, prompt: str, negative_prompt: str = "", *,
+                          view_dependent: bool = False) -> PromptEmbeddings:
+        """Embeddings of prompt / negative prompt (and the four view-dependent prompts of threestudio)."""
+        if not isinstance(prompt, str):
+            raise TypeError("prompt: expected a string")
+        cond, uncond = self.encode_prompts([prompt, negative_prompt]).split(1)
+        if not view_dependent:
+            return PromptEmbeddings(cond, uncond)
+        views = self.encode_prompts([f"{prompt}, {s}" for s in VIEW_SUFFIXES])
+        return PromptEmbeddings(cond, uncond, views, uncond.expand(len(VIEW_SUFFIXES), -1, -1))
+
+    # ------------------------------------------------------------------ VAE
+    def encode_images(self, rgb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """[B, 3, H, W] in [0, 1] -> latents [B, 4, h, w] (differentiable w.r.t. rgb; threestudio's path)."""
+        if rgb.ndim != 4 or rgb.shape[1] != 3:
+            raise ValueError(f"rgb: expected [B, 3, H, W], got {tuple(rgb.shape)}")
+        r = self.encode_resolution
+        if rgb.shape[-2:] != (r, r):
+            rgb = F.interpolate(rgb, (r, r), mode="bilinear", align_corners=False)
+        x = (rgb * 2.0 - 1.0).to(self.dtype)
+        posterior = self.vae.encode(x).latent_dist
+        return (posterior.sample(generator=generator) * self.scaling_factor).to(rgb.dtype)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents [B, 4, h, w] -> rgb [B, 3, H, W] in [0, 1]."""
+        x = self.vae.decode((latents / self.scaling_factor).to(self.dtype), return_dict=False)[0]
+        return (x.float() * 0.5 + 0.5).clamp(0, 1)
+
+
+def load_stable_diffusion(path: str | os.PathLike, *, device: str | torch.device = "cpu",
+                          dtype: str | torch.dtype = "float32", config: str | os.PathLike | None = None,
+                          cache_dir: str | os.PathLike | None | bool = None,
+                          encode_resolution: int | None = None,
+                          channels_last: bool = True) -> StableDiffusionDenoiser:
+    """Load a Stable Diffusion denoiser from a local diffusers folder (or a single file + `config` folder).
+
+    Offline always: HF_HUB_OFFLINE=1 is set for the process and every loader gets local_files_only=True.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    torch_dtype = _parse_dtype(dtype)
+    root = Path(path).expanduser()
+    if root.is_file():
+        if config is None:
+            raise FileNotFoundError(
+                f"config: {str(root)!r} is a single-file checkpoint; pass config=<a diffusers folder of the same "
+                "model family> (its unet/vae/text_encoder/tokenizer/scheduler configs) -- msdfast never "
+                "downloads configs")
+        _check_folder_configs(Path(config))
+        from diffusers import StableDiffusionPipeline
+        pipe = StableDiffusionPipeline.from_single_file(str(root), config=str(config), local_files_only=True,
+                                                        torch_dtype=torch_dtype, safety_checker=None)
+        unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+        sched_cfg = dict(pipe.scheduler.config)
+    else:
+        _check_folder(root)
+        kw = dict(local_files_only=True, torch_dtype=torch_dtype)
+        unet = UNet2DConditionModel.from_pretrained(str(root), subfolder="unet", **kw)
+        vae = AutoencoderKL.from_pretrained(str(root), subfolder="vae", **kw)
+        text_encoder = CLIPTextModel.from_pretrained(str(root), subfolder="text_encoder", **kw)
+        tokenizer = CLIPTokenizer.from_pretrained(str(root), subfolder="tokenizer", local_files_only=True)
+        import json
+        sched_cfg = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+    try:  # SDPA attention (torch >= 2): diffusers' AttnProcessor2_0
+        from diffusers.models.attention_processor import AttnProcessor2_0
+        unet.set_attn_processor(AttnProcessor2_0())
+    except Exception:  # noqa: BLE001 -- older/newer diffusers pick SDPA by default anyway
+        pass
+    schedule = VPSchedule.from_config(sched_cfg)
+    weights = sorted((root / "unet").glob("*.safetensors")) if root.is_dir() else [root]
+    stamp = ";".join(f"{w.name}:{w.stat().st_size}" for w in weights)
+    text_weights = sorted((root / "text_encoder").glob("*")) if root.is_dir() else [root]
+    stamp += ";" + ";".join(f"{w.name}:{w.stat().st_size}" for w in text_weights)
+    den = StableDiffusionDenoiser(unet, vae, text_encoder, tokenizer, schedule,
+                                  model_id=f"{root.resolve()}|{stamp}", cache_dir=cache_dir,
+                                  encode_resolution=encode_resolution, channels_last=channels_last)
+    return den.to(device)
+
+
+def _check_folder_configs(root: Path) -> None:
+    if not root.is_dir():
+        raise FileNotFoundError(f"config: folder {str(root)!r} does not exist")
+    missing = [f"{s}/{f}" for s, fs in _REQUIRED.items() for f in fs if not (root / s / f).exists()]
+    if not (root / "tokenizer").is_dir():
+        missing.append("tokenizer/")
+    if missing:
+        raise FileNotFoundError(f"config: {str(root)!r} lacks {', '.join(missing)}")

@@ -1,0 +1,198 @@
+"""What every score-distillation estimator shares: guidance options, time ranges, weightings, state.
+
+`GuidedEstimator` turns the common options into a `msdfast.samplers.guidance.Guidance` per call (the call's
+cond/uncond), resolves the timestep range, evaluates the weighting w(t) and gives checkpointable state.
+`multi_eps` evaluates several (z, t, condition) groups in ONE denoiser batch (ASD's and DSD's CFG-on-first,
+pure-conditional-on-second pairs: 3B inputs instead of two calls).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from ..denoisers.base import Cond, Denoiser
+from ..samplers.guidance import Guidance, match_batch
+from .base import Estimator
+
+WEIGHTINGS = ("sds", "uniform", "fantasia3d")
+
+
+def resolve_t_range(t_range: Sequence[float] | None, T: int, default: tuple[float, float]) -> tuple[int, int]:
+    """(t_min, t_max) integer timesteps from fractions of T (both <= 1 and floats) or integers."""
+    t_range = default if t_range is None else t_range
+    if len(t_range) != 2:
+        raise ValueError(f"t_range: expected (t_min, t_max), got {t_range!r}")
+    lo, hi = t_range
+    if all(isinstance(v, float) for v in (lo, hi)) and 0 <= lo <= 1 and 0 <= hi <= 1:
+        lo, hi = int(lo * T), int(hi * T)
+    lo, hi = int(lo), min(int(hi), T - 1)
+    if not 0 <= lo <= hi:
+        raise ValueError(f"t_range: expected 0 <= t_min <= t_max < {T}, got {t_range!r}")
+    return lo, hi
+
+
+def weighting(kind: str, schedule: Any, t: torch.Tensor) -> torch.Tensor:
+    """w(t) [B] (MATH.md sec. 2): "sds" 1 - abar_t, "uniform" 1, "fantasia3d" alpha_t (1 - abar_t)."""
+    abar = schedule.alpha_bar(t, device=t.device)
+    if kind == "sds":
+        return 1.0 - abar
+    if kind == "uniform":
+        return torch.ones_like(abar)
+    if kind == "fantasia3d":
+        return abar.sqrt() * (1.0 - abar)
+    raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {kind!r}")
+
+
+def bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-sample [B] tensor shaped to broadcast over like's trailing dims."""
+    return v.to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def in_interval(t: torch.Tensor, interval: tuple[int, int] | None) -> torch.Tensor:
+    """Boolean [B]: t inside the guidance interval (all True without one)."""
+    if interval is None:
+        return torch.ones_like(t, dtype=torch.bool)
+    return (t >= interval[0]) & (t <= interval[1])
+
+
+def multi_eps(denoiser: Denoiser, parts: list[tuple[torch.Tensor, torch.Tensor, Cond]],
+              tag: str = "") -> list[torch.Tensor]:
+    """eps for several (z [B_i, ...], t [B_i], cond) groups from ONE batched denoiser call."""
+    z = torch.cat([p[0] for p in parts])
+    t = torch.cat([p[1] for p in parts])
+    cond = Denoiser.cat_cond([match_batch(p[2], p[0].shape[0]) for p in parts])
+    out = denoiser.eps(z, t, cond, tag=tag)
+    return list(out.split([p[0].shape[0] for p in parts]))
+
+
+class GuidedEstimator(Estimator):
+    """Base of all msdfast estimators: the options every method accepts.
+
+    Args:
+        denoiser: the pretrained model (msdfast Denoiser protocol).
+        guidance_scale: CFG weight w in diffusers form, eps_g = eps_u + w (eps_c - eps_u); 1 = pure conditional.
+            threestudio's/the MSD paper's scale s maps to w = s + 1 (MATH.md sec. 1). Needs `uncond` at call time
+            (or `guide`).
+        guide: a second Denoiser used as the "unconditional" branch: autoguidance (Karras et al. 2024) or a
+            separate unconditional model. Mutually exclusive with passing uncond.
+        guide_cond: the condition fed to `guide` (default: the call's cond).
+        guidance_interval: (t_lo, t_hi) integer timesteps; CFG only inside, eps_c elsewhere (Kynkaanniemi 2024).
+        psr_k, psr_s: parametric score rescaling (thesis eq. 1.6) applied after CFG; k = 1 is off.
+        t_range: (t_min, t_max) as fractions of T (floats <= 1) or integer timesteps; method default if None.
+        weighting: w(t) of the gradient: "sds" (1 - abar_t), "uniform", "fantasia3d" (alpha_t (1 - abar_t)).
+        clip: element-wise clipping of g (None: off). g always goes through nan_to_num.
+    """
+
+    name = "guided"
+    default_t_range: tuple[float, float] = (0.02, 0.98)
+
+    def __init__(self, denoiser: Denoiser, *, guidance_scale: float = 1.0, guide: Denoiser | None = None,
+                 guide_cond: Cond = None, guidance_interval: tuple[int, int] | None = None,
+                 psr_k: float = 1.0, psr_s: float = 1.0, t_range: Sequence[float] | None = None,
+                 weighting: str = "sds", clip: float | None = None) -> None:
+        super().__init__(denoiser)
+        if guide is not None and not isinstance(guide, Denoiser):
+            raise TypeError(f"guide: expected a msdfast Denoiser, got {type(guide).__name__}")
+        if guidance_interval is not None and (len(guidance_interval) != 2
+                                              or guidance_interval[0] > guidance_interval[1]):
+            raise ValueError(f"guidance_interval: expected (t_lo, t_hi) with t_lo <= t_hi, got {guidance_interval!r}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
+        if clip is not None and not clip > 0:
+            raise ValueError(f"clip: must be positive or None, got {clip}")
+        if not float(guidance_scale) == float(guidance_scale):
+            raise ValueError("guidance_scale: must be a number")
+        self.guidance_scale = float(guidance_scale)
+        self.guide = guide
+        self.guide_cond = guide_cond
+        self.guidance_interval = None if guidance_interval is None else tuple(int(v) for v in guidance_interval)
+        self.psr_k, self.psr_s = float(psr_k), float(psr_s)
+        self.weighting = weighting
+        self.clip = clip
+        T = denoiser.schedule.num_train_timesteps
+        self.t_min, self.t_max = resolve_t_range(t_range, T, self.default_t_range)
+        Guidance(denoiser, scale=1.0, psr_k=self.psr_k, psr_s=self.psr_s)  # validates psr_k / psr_s
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def schedule(self):  # noqa: ANN201
+        return self.denoiser.schedule
+
+    @property
+    def cfg(self) -> bool:
+        return self.guidance_scale != 1.0
+
+    def guidance(self, cond: Cond, uncond: Cond, *, scale: float | None = None, psr: bool = True,
+                 interval: bool = True) -> Guidance:
+        """The Guidance of this call (scale defaults to guidance_scale; psr/interval may be switched off)."""
+        scale = self.guidance_scale if scale is None else float(scale)
+        if scale != 1.0 and uncond is None and self.guide is None:
+            raise ValueError("uncond: guidance_scale != 1 needs the unconditional condition (or a guide model)")
+        return Guidance(self.denoiser, cond, uncond if (scale != 1.0 and self.guide is None) else None, scale,
+                        self.guide if scale != 1.0 else None, self.guide_cond,
+                        self.guidance_interval if interval else None,
+                        self.psr_k if psr else 1.0, self.psr_s if psr else 1.0)
+
+    def guided_parts(self, z: torch.Tensor, t: torch.Tensor, cond: Cond, uncond: Cond,
+                     scale: float | None = None) -> tuple[list[tuple[torch.Tensor, torch.Tensor, Cond]], torch.Tensor]:
+        """Denoiser input groups for a guided prediction at per-sample t, and the per-sample CFG weight [B].
+
+        Returns ([(z, t, cond)] or [(z, t, cond), (z, t, uncond)], w [B]); samples of the batch outside the
+        guidance interval get w = 1 (the uncond prediction is then unused). Autoguidance (`guide`) is not
+        batchable with the main model: see `predict_guided`.
+        """
+        scale = self.guidance_scale if scale is None else float(scale)
+        w = torch.full_like(t, 1.0, dtype=torch.float32)
+        if scale == 1.0:
+            return [(z, t, cond)], w
+        if uncond is None:
+            raise ValueError("uncond: guidance_scale != 1 needs the unconditional condition (or a guide model)")
+        w = torch.where(in_interval(t, self.guidance_interval), torch.full_like(w, scale), w)
+        return [(z, t, cond), (z, t, uncond)], w
+
+    def psr_factor(self, t: torch.Tensor) -> torch.Tensor | float:
+        """PSR r_t per sample [B] (1.0 when off)."""
+        if self.psr_k == 1.0:
+            return 1.0
+        from ..schedule import psr_factor
+        return psr_factor(self.schedule.snr(t, device=t.device), self.psr_k, self.psr_s).to(torch.float32)
+
+    def predict_guided(self, z: torch.Tensor, t: torch.Tensor, cond: Cond, uncond: Cond,
+                       extra: list[tuple[torch.Tensor, torch.Tensor, Cond]] | None = None,
+                       tag: str = "") -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[torch.Tensor]]:
+        """(eps_c, eps_u or None, w [B], extra eps) with the guided groups and `extra` groups in ONE call.
+
+        With a `guide` model (autoguidance) the guide's prediction is a second call on the guide.
+        """
+        if self.cfg and self.guide is not None:
+            w = torch.where(in_interval(t, self.guidance_interval),
+                            torch.full_like(t, self.guidance_scale, dtype=torch.float32),
+                            torch.ones_like(t, dtype=torch.float32))
+            outs = multi_eps(self.denoiser, [(z, t, cond)] + list(extra or []), tag)
+            gcond = cond if self.guide_cond is None else self.guide_cond
+            eps_u = self.guide.eps(z, t, match_batch(gcond, z.shape[0], "guide_cond"), tag=tag)
+            return outs[0], eps_u, w, outs[1:]
+        parts, w = self.guided_parts(z, t, cond, uncond)
+        outs = multi_eps(self.denoiser, parts + list(extra or []), tag)
+        n = len(parts)
+        return outs[0], (outs[1] if n == 2 else None), w, outs[n:]
+
+    def sample_t(self, batch: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+        """t ~ U{t_min..t_max} per sample (threestudio: randint(min_step, max_step + 1))."""
+        return torch.randint(self.t_min, self.t_max + 1, (batch,), generator=generator, device=device)
+
+    def annealed_t(self, batch: int, device: torch.device) -> torch.Tensor:
+        """Deterministic t linearly annealed from t_max to t_min over the run (update_step's progress)."""
+        t = round(self.t_max - (self.t_max - self.t_min) * self.progress)
+        return torch.full((batch,), int(t), dtype=torch.long, device=device)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (subclasses add their own entries)."""
+        return {"method": self.name, "step": self.step, "total_steps": self.total_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("method", self.name) != self.name:
+            raise ValueError(f"state: saved by estimator {state.get('method')!r}, loading into {self.name!r}")
+        self.step, self.total_steps = int(state["step"]), int(state["total_steps"])

@@ -1,0 +1,99 @@
+"""MSD: mean-shift distillation (MSD paper sec. 3-4, Algorithm 2; MATH.md sec. 2)."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .. import ops
+from ..denoisers.base import Cond, Denoiser
+from ..samplers.product import SOLVERS, product_sample
+from ..samplers.schedules import BandwidthSchedule
+from .common import GuidedEstimator
+
+
+class MSD(GuidedEstimator):
+    """Mean-shift distillation: g = x - mean_i y_i, y_i ~ q(y | x) ~ p(y) G_lambda(x - y) (MSD paper eq. 10-11).
+
+    The product samples come from msdfast.samplers.product (N chains as ONE batch [N*B, ...], chain-major);
+    the mean over chains is the fused op `ops.chain_mean_shift`. Kernel convention: G(u) ~
+    exp(-|u|^2 / (2 lambda^2)), score (c - z) / lambda^2 (the paper drops the 2; MATH.md sec. 2).
+
+    Options (plus `GuidedEstimator`'s: guidance_scale, guide, guidance_interval, psr_k, psr_s):
+        solver: "stable" (eq. 15, Algorithm 2, default), "naive" (eq. 12), "posterior" (exact product sampling
+            by DDPM from s_t = lambda) or "tweedie" (its expectation, 1 NFE, zero variance).
+        chains: N product samples per element of x (ignored by "tweedie").
+        steps: solver steps T (for "posterior": at most, the steps below t_lambda are used).
+        bandwidth: lambda0 (default sqrt(0.1), the paper's toy value).
+        bandwidth_schedule: "constant" | "linear" | "geometric" over the run (update_step progress).
+        lambda_end: final bandwidth of the schedule (linear default 0, geometric default lambda0 / 100).
+        lambda_min: termination: once lambda < lambda_min, `finished` is True and calls return g = 0, NFE 0.
+        kernel_interval: (t_lo, t_hi): apply the kernel term only for solver steps starting at t inside.
+        inversion_guidance_scale: CFG weight of the stable solver's DDIM inversion (default 1: conditional).
+        t_range: its t_max is the solver's top timestep (default T - 1); t_min is unused.
+
+    NFE per call (batch B, N chains, T steps, c = 2 with CFG/autoguidance else 1, c_inv likewise for the
+    inversion; with a guidance_interval only the steps inside count 2):
+        stable:    T B c_inv + T N B c
+        naive:     T N B c
+        posterior: min(T, t_lambda + 1) N B c
+        tweedie:   B c
+    """
+
+    name = "msd"
+    default_t_range = (0.0, 1.0)
+
+    def __init__(self, denoiser: Denoiser, *, solver: str = "stable", chains: int = 1, steps: int = 10,
+                 bandwidth: float = math.sqrt(0.1), bandwidth_schedule: str = "constant",
+                 lambda_end: float | None = None, lambda_min: float = 1e-3,
+                 kernel_interval: tuple[int, int] | None = None, inversion_guidance_scale: float = 1.0,
+                 **options: Any) -> None:
+        super().__init__(denoiser, **options)
+        if solver not in SOLVERS:
+            raise ValueError(f"solver: expected one of {SOLVERS}, got {solver!r}")
+        if int(chains) < 1:
+            raise ValueError(f"chains: must be >= 1, got {chains}")
+        if int(steps) < 1 or int(steps) > self.t_max + 1:
+            raise ValueError(f"steps: must be in [1, {self.t_max + 1}], got {steps}")
+        if kernel_interval is not None and (len(kernel_interval) != 2 or kernel_interval[0] > kernel_interval[1]):
+            raise ValueError(f"kernel_interval: expected (t_lo, t_hi) with t_lo <= t_hi, got {kernel_interval!r}")
+        self.solver, self.chains, self.steps = solver, int(chains), int(steps)
+        self.bandwidth = BandwidthSchedule(float(bandwidth), bandwidth_schedule, lambda_end, float(lambda_min))
+        self.kernel_interval = None if kernel_interval is None else tuple(int(v) for v in kernel_interval)
+        self.inversion_guidance_scale = float(inversion_guidance_scale)
+
+    @property
+    def lam(self) -> float:
+        """The current bandwidth lambda (from the schedule and update_step's progress)."""
+        return self.bandwidth(self.progress)
+
+    @property
+    def finished(self) -> bool:
+        """True once lambda < lambda_min: the paper's termination criterion."""
+        return self.bandwidth.finished(self.progress)
+
+    def _estimate(self, x: torch.Tensor, cond: Cond, uncond: Cond,
+                  generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, Any]]:
+        lam = self.lam
+        if self.finished:
+            return torch.zeros_like(x), {"lambda": lam, "finished": True}
+        guidance = self.guidance(cond, uncond)
+        opts: dict[str, Any] = {"chains": self.chains, "steps": self.steps, "generator": generator}
+        if self.solver in ("stable", "naive"):
+            opts.update(t_top=self.t_max, kernel_interval=self.kernel_interval)
+        if self.solver == "stable":
+            opts["inversion"] = self.guidance(cond, uncond, scale=self.inversion_guidance_scale, psr=False)
+        y, info = product_sample(self.solver, guidance, x, lam, **opts)
+        g = ops.chain_mean_shift(y, x)
+        info = {k: v for k, v in info.items() if k in ("t_lambda", "lambda_eff", "grid")}
+        info.update({"lambda": lam, "finished": False, "samples": y})
+        return g, info
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "bandwidth": vars(self.bandwidth).copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "bandwidth" in state:
+            self.bandwidth = BandwidthSchedule(**state["bandwidth"])

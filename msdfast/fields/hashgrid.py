@@ -1,0 +1,178 @@
+"""Multiresolution hash-grid encoding (Mueller et al. 2022, Instant-NGP sec. 3) with tiny-cuda-nn's exact math.
+
+tiny-cuda-nn (`tinycudann`) is used when it imports and CUDA is available; importing it on a CPU machine raises
+EnvironmentError, and ANY exception there falls back to `HashGridEncoding`, msdfast's own implementation with
+the same config keys, the same grid math and the same flat parameter layout (so a tcnn `params` tensor loads
+into it). The grid math (../shared/REFERENCE.md sec. 4, tcnn `encodings/grid.h`):
+
+  scale_l      = 2^(l log2(per_level_scale)) * base_resolution - 1
+  resolution_l = ceil(scale_l) + 1
+  pos          = scale_l * x + 0.5;  grid = floor(pos);  frac = pos - grid   (smoothstep'ed if asked)
+  table size   = min(next_multiple(resolution_l^D, 8), 2^log2_hashmap_size)     (Hash)
+  index        = sum_d grid_d * resolution_l^d          while resolution_l^D <= table size (dense level)
+               = XOR_d (grid_d * p_d) in uint32           otherwise ("CoherentPrime" hash)
+  index %= table size;  output [N, n_levels * n_features_per_level], level-major.
+
+Inputs are expected in [0, 1]^D (callers normalise to a bounding box first).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+
+__all__ = ["HashGridEncoding", "make_encoding", "tcnn_available", "grid_levels", "PRIMES"]
+
+PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
+_INTERP = ("Linear", "Nearest", "Smoothstep")
+
+
+def _per_level_scale(cfg: Mapping[str, Any]) -> float:
+    """per_level_scale, or derived from max_resolution: exp((ln max - ln base) / (n_levels - 1))."""
+    if "max_resolution" in cfg and "per_level_scale" not in cfg:
+        n = int(cfg.get("n_levels", 16))
+        base = float(cfg.get("base_resolution", 16))
+        return math.exp((math.log(float(cfg["max_resolution"])) - math.log(base)) / max(n - 1, 1))
+    return float(cfg.get("per_level_scale", 2.0))
+
+
+def grid_levels(n_input_dims: int, config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per level: scale, resolution, table size, parameter offset (in entries), dense or hashed."""
+    cfg = normalize_config(config)
+    levels, offset = [], 0
+    for lvl in range(cfg["n_levels"]):
+        scale = math.exp2(lvl * math.log2(cfg["per_level_scale"])) * cfg["base_resolution"] - 1.0
+        res = int(math.ceil(scale)) + 1
+        dense_size = min(res ** n_input_dims, 2 ** 31 - 1)
+        size = -(-dense_size // 8) * 8
+        if cfg["type"] == "Hash":
+            size = min(size, 2 ** cfg["log2_hashmap_size"])
+        levels.append({"scale": scale, "resolution": res, "size": size, "offset": offset,
+                       "hashed": cfg["type"] == "Hash" and res ** n_input_dims > size})
+        offset += size
+    return levels
+
+
+def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Accept tcnn's keys verbatim: otype HashGrid | DenseGrid | Grid (+ type Hash|Dense), or max_resolution."""
+    cfg = dict(config)
+    otype = cfg.get("otype", "HashGrid")
+    if otype == "HashGrid":
+        kind = "Hash"
+    elif otype == "DenseGrid":
+        kind = "Dense"
+    elif otype == "Grid":
+        kind = cfg.get("type", "Hash")
+    else:
+        raise ValueError(f"config: otype must be 'HashGrid', 'DenseGrid' or 'Grid', got {otype!r}")
+    if kind not in ("Hash", "Dense"):
+        raise ValueError(f"config: type must be 'Hash' or 'Dense' (Tiled is not supported), got {kind!r}")
+    out = {"otype": "Grid", "type": kind, "n_levels": int(cfg.get("n_levels", 16)),
+           "n_features_per_level": int(cfg.get("n_features_per_level", 2)),
+           "log2_hashmap_size": int(cfg.get("log2_hashmap_size", 19)),
+           "base_resolution": int(cfg.get("base_resolution", 16)),
+           "per_level_scale": _per_level_scale(cfg), "interpolation": cfg.get("interpolation", "Linear")}
+    for k in ("n_levels", "n_features_per_level", "base_resolution"):
+        if out[k] < 1:
+            raise ValueError(f"config: {k} must be >= 1, got {out[k]}")
+    if not 1 <= out["log2_hashmap_size"] <= 30:
+        raise ValueError(f"config: log2_hashmap_size must be in [1, 30], got {out['log2_hashmap_size']}")
+    if out["per_level_scale"] <= 0:
+        raise ValueError(f"config: per_level_scale must be positive, got {out['per_level_scale']}")
+    if out["interpolation"] not in _INTERP:
+        raise ValueError(f"config: interpolation must be one of {_INTERP}, got {out['interpolation']!r}")
+    return out
+
+
+class HashGridEncoding(torch.nn.Module):
+    """tiny-cuda-nn's Grid encoding in PyTorch: x [N, D] in [0, 1] -> [N, n_levels * n_features_per_level].
+
+    Parameters live in one flat tensor `params` laid out as tcnn's (level offset, then entry, then feature).
+    """
+
+    def __init__(self, n_input_dims: int, config: Mapping[str, Any], *, seed: int | None = None) -> None:
+        super().__init__()
+        if not 1 <= n_input_dims <= len(PRIMES):
+            raise ValueError(f"n_input_dims: must be in [1, {len(PRIMES)}], got {n_input_dims}")
+        self.n_input_dims = n_input_dims
+        self.config = normalize_config(config)
+        self.levels = grid_levels(n_input_dims, self.config)
+        self.n_features_per_level = self.config["n_features_per_level"]
+        self.n_output_dims = self.config["n_levels"] * self.n_features_per_level
+        n_params = (self.levels[-1]["offset"] + self.levels[-1]["size"]) * self.n_features_per_level
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        # tcnn initialises grid entries uniformly in [-1e-4, 1e-4].
+        self.params = torch.nn.Parameter((torch.rand(n_params, generator=gen) * 2 - 1) * 1e-4)
+        corners = torch.tensor([[(c >> d) & 1 for d in range(n_input_dims)] for c in range(2 ** n_input_dims)])
+        self.register_buffer("_corners", corners, persistent=False)
+        self.register_buffer("_primes", torch.tensor(PRIMES[:n_input_dims], dtype=torch.int64), persistent=False)
+
+    def _index(self, grid: torch.Tensor, level: dict[str, Any]) -> torch.Tensor:
+        """Table index of integer grid points [..., D] (dense stride or CoherentPrime hash, then % size)."""
+        if level["hashed"]:
+            h = torch.zeros(grid.shape[:-1], dtype=torch.int64, device=grid.device)
+            for d in range(self.n_input_dims):
+                h = h ^ ((grid[..., d] * self._primes[d]) & 0xFFFFFFFF)  # uint32 wraparound
+            return h % level["size"]
+        stride, idx = 1, torch.zeros(grid.shape[:-1], dtype=torch.int64, device=grid.device)
+        for d in range(self.n_input_dims):
+            idx = idx + grid[..., d] * stride
+            stride *= level["resolution"]
+        return idx % level["size"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != self.n_input_dims:
+            raise ValueError(f"x: expected [N, {self.n_input_dims}], got {tuple(x.shape)}")
+        F_ = self.n_features_per_level
+        interp = self.config["interpolation"]
+        table = self.params.view(-1, F_)
+        outs = []
+        for level in self.levels:
+            pos = x * level["scale"] + 0.5
+            grid_f = torch.floor(pos)
+            frac = pos - grid_f
+            grid = grid_f.to(torch.int64)
+            feats = table[level["offset"]: level["offset"] + level["size"]]
+            if interp == "Nearest":
+                outs.append(torch.nn.functional.embedding(self._index(grid, level), feats).to(x.dtype))
+                continue
+            if interp == "Smoothstep":
+                frac = frac * frac * (3.0 - 2.0 * frac)
+            corner_grid = grid[:, None, :] + self._corners[None]                      # [N, C, D]
+            w = torch.where(self._corners[None].bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(-1)
+            # F.embedding, not feats[idx]: its CPU backward is deterministic (index_put_ accumulate is not),
+            # which the image pipeline's bit-exact resume relies on.
+            vals = torch.nn.functional.embedding(self._index(corner_grid, level), feats)   # [N, C, F]
+            outs.append((w[..., None] * vals.to(x.dtype)).sum(1))
+        return torch.cat(outs, dim=1)
+
+
+_TCNN: Any = None
+
+
+def tcnn_available() -> bool:
+    """True when tinycudann imports AND a CUDA device exists; never raises (tcnn raises EnvironmentError on CPU)."""
+    global _TCNN
+    if _TCNN is None:
+        try:
+            import tinycudann  # type: ignore[import-not-found]
+            _TCNN = tinycudann if torch.cuda.is_available() else False
+        except Exception:  # noqa: BLE001 -- EnvironmentError, ImportError, CUDA init errors: all mean "absent"
+            _TCNN = False
+    return bool(_TCNN)
+
+
+def make_encoding(n_input_dims: int, config: Mapping[str, Any], *, implementation: str = "auto",
+                  seed: int | None = None) -> torch.nn.Module:
+    """A grid encoding: tiny-cuda-nn's when available (implementation 'auto' or 'tcnn'), else msdfast's."""
+    if implementation not in ("auto", "tcnn", "torch"):
+        raise ValueError(f"implementation: expected 'auto', 'tcnn' or 'torch', got {implementation!r}")
+    cfg = normalize_config(config)
+    if implementation != "torch" and tcnn_available():
+        tcfg = {k: v for k, v in cfg.items() if k != "otype"}
+        tcfg["otype"] = "Grid"
+        return _TCNN.Encoding(n_input_dims, tcfg, seed=seed if seed is not None else 1337)
+    if implementation == "tcnn":
+        raise RuntimeError("implementation: 'tcnn' requested but tinycudann is not importable with CUDA here")
+    return HashGridEncoding(n_input_dims, cfg, seed=seed)

@@ -1,0 +1,178 @@
+"""Product-density samplers of mean-shift distillation (MSD paper sec. 3.3-3.4, Algorithm 2; MATH.md sec. 2).
+
+MSD needs samples y ~ q(y | x) ~ p(y) G_lambda(x - y): the data density times a Gaussian kernel centred on the
+current x. msdfast's kernel is G(u) ~ exp(-|u|^2 / (2 lambda^2)) with score (c - z) / lambda^2; the paper writes
+exp(-|u|^2 / lambda^2) but uses the score (c - z) / lambda^2, i.e. it silently drops the 2 (MATH.md sec. 2).
+
+Every solver runs N chains for a batch x [B, ...] as ONE batch [N*B, ...] laid out chain-major
+(y.view(N, B, ...)[i] is chain i), with conditions repeated by `match_batch` inside `Guidance`, so each solver
+step is ONE denoiser call (a CFG pair is one call of 2 N B). Each returns y [N*B, ...] and an info dict.
+
+Solvers (all on the one fused step `guided_step` = predict + `ops.ddim_step`):
+  naive     eq. 12 in eps form: eps_tot = eps_g - sigma_t (c_t - z) / lambda^2 with c_t = alpha_t x, DDIM.
+  stable    eq. 14-15 / Algorithm 2 "stable": DDIM step, then the exact kernel-ODE solution
+            z <- c_t' + (z' - c_t') exp(-|tau_t - tau_t'| / lambda^2), tau = t / T, centres c_t = DDIM
+            inversion trajectory of x (computed ONCE, shared by all N chains).
+  posterior exact product sampling (not in the paper): q(y | x) is the posterior of clean y given the noisy
+            observation x = y + lambda n; start at z = alpha_{t_lambda} x with s_{t_lambda} = lambda and run
+            DDPM (eta = 1) down to clean data.
+  tweedie   its expectation in 1 NFE: E[y] = D(alpha_{t_lambda} x, t_lambda) (zero variance).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .. import ops
+from .ddim import ddim_invert
+from .guidance import Guidance, guided_step
+
+SOLVERS = ("stable", "naive", "posterior", "tweedie")
+
+
+def _rep(c: torch.Tensor, n: int) -> torch.Tensor:
+    """Chain-major repeat [B, ...] -> [n*B, ...] (as torch.cat([c] * n))."""
+    return c.repeat(n, *([1] * (c.ndim - 1))) if n > 1 else c
+
+
+def _check(x: torch.Tensor, lam: float, chains: int, steps: int) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim < 2:
+        raise ValueError("x: expected a batch tensor [B, ...]")
+    if not (isinstance(lam, (int, float)) and lam > 0 and math.isfinite(lam)):
+        raise ValueError(f"lam: the bandwidth must be a positive finite number, got {lam!r}")
+    if int(chains) < 1:
+        raise ValueError(f"chains: must be >= 1, got {chains}")
+    if int(steps) < 1:
+        raise ValueError(f"steps: must be >= 1, got {steps}")
+
+
+def product_grid(guidance: Guidance, steps: int, t_top: int | None = None) -> list[int]:
+    """Ascending timesteps [-1, ..., t_top] shared by the inversion (up) and the product solvers (down)."""
+    sch = guidance.schedule
+    t_top = sch.num_train_timesteps - 1 if t_top is None else int(t_top)
+    if not 0 <= t_top < sch.num_train_timesteps:
+        raise ValueError(f"t_top: must be in [0, {sch.num_train_timesteps - 1}], got {t_top}")
+    if int(steps) > t_top + 1:
+        raise ValueError(f"steps: at most t_top + 1 = {t_top + 1} solver steps fit below t_top, got {steps}")
+    return [p[0] for p in sch.inversion_pairs(steps, t_top)] + [t_top]
+
+
+def _in(t: int, interval: tuple[int, int] | None) -> bool:
+    return interval is None or interval[0] <= t <= interval[1]
+
+
+def naive_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: int = 1, steps: int = 10,
+                  t_top: int | None = None, kernel_interval: tuple[int, int] | None = None,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Naive product solver (MSD paper eq. 12 with msdfast's signs, MATH.md sec. 2).
+
+    z_T ~ N(0, I); each DDIM step t -> t' uses eps_tot = eps_g(z, t) - sigma_t (alpha_t x - z) / lambda^2
+    (the kernel term only for t in kernel_interval if given). NFE = steps N B (x 2 with CFG).
+    Unstable for small lambda (an explicit step of a stiff term): that is the paper's point.
+    """
+    _check(x, lam, chains, steps)
+    sch, dev = guidance.schedule, x.device
+    grid = product_grid(guidance, steps, t_top)
+    xr = _rep(x, chains)
+    z = torch.randn(xr.shape, generator=generator, device=dev, dtype=x.dtype)
+    for t, tn in zip(grid[::-1][:-1], grid[::-1][1:]):
+        eps = guidance.eps(z, t, tag="msd-naive")
+        if _in(t, kernel_interval):
+            a, s = sch.alpha(t, device=dev).to(x.dtype), sch.sigma(t, device=dev).to(x.dtype)
+            eps = eps - s * (a * xr - z) / (lam * lam)
+        coef = ops.step_coefficients(z.shape[0], sch.alpha(t, device=dev), sch.sigma(t, device=dev),
+                                     sch.alpha(tn, device=dev), sch.sigma(tn, device=dev), device=dev)
+        z = ops.ddim_step(z, eps.to(z.dtype), coef)
+    return z, {"grid": grid}
+
+
+def stable_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: int = 1, steps: int = 10,
+                   t_top: int | None = None, kernel_interval: tuple[int, int] | None = None,
+                   inversion: Guidance | None = None, generator: torch.Generator | None = None,
+                   ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Stable product solver (MSD paper eq. 15, Algorithm 2 "stable").
+
+    1. Centres: the DDIM inversion trajectory {c_t} of x on the solver's grid (`inversion` guidance, default
+       `guidance` without CFG/PSR), computed ONCE and shared by the N chains; c_{-1} = x.
+    2. z_T = c_T + (eps - c_T) exp(-dtau / lambda^2), eps ~ N(0, I), dtau the grid step in tau = t / T.
+    3. Each step: z' = DDIM(z, eps_g, t -> t') then z = c_t' + (z' - c_t') exp(-|tau_t - tau_t'| / lambda^2)
+       (fused in ops.ddim_step); outside kernel_interval (judged at t) the decay is 1 (plain DDIM).
+    NFE = steps B (x 2 if the inversion uses CFG) + steps N B (x 2 for steps with CFG).
+    """
+    _check(x, lam, chains, steps)
+    sch, dev = guidance.schedule, x.device
+    grid = product_grid(guidance, steps, t_top)
+    inv = inversion if inversion is not None else Guidance(guidance.denoiser, guidance.cond)
+    traj = ddim_invert(inv, x, steps, grid[-1], trajectory=True)
+    centers = {t: c for t, c in traj}
+    if sorted(centers) != sorted(set(grid)):
+        raise RuntimeError("internal: inversion grid does not match the product grid")
+    tau = lambda t: float(t) / sch.num_train_timesteps  # noqa: E731  (schedule.tau, without a device sync)
+    desc = grid[::-1]
+    cT = _rep(centers[desc[0]], chains)
+    eps = torch.randn(cT.shape, generator=generator, device=dev, dtype=x.dtype)
+    d0 = math.exp(-abs(tau(desc[0]) - tau(desc[1])) / lam**2) if _in(desc[0], kernel_interval) else 1.0
+    z = cT + (eps - cT) * d0
+    for t, tn in zip(desc[:-1], desc[1:]):
+        active = _in(t, kernel_interval)
+        decay = math.exp(-abs(tau(t) - tau(tn)) / lam**2) if active else 1.0
+        z = guided_step(guidance, z, t, tn, center=_rep(centers[tn], chains) if active else None, decay=decay,
+                        tag="msd-stable")
+    return z, {"grid": grid, "inversion_end": centers[desc[0]]}
+
+
+def posterior_level(guidance: Guidance, lam: float) -> tuple[int, float]:
+    """(t_lambda, s_{t_lambda}): the timestep whose VE level is closest to lambda (log scale) and its level."""
+    sch = guidance.schedule
+    t = int(sch.t_for_ve_sigma(lam))
+    return t, float(sch.ve_sigma(t, dtype=torch.float64))
+
+
+def posterior_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: int = 1, steps: int = 10,
+                      generator: torch.Generator | None = None, **_: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Exact product sampling by reverse DDPM from the noise level s_t = lambda (MATH.md sec. 2).
+
+    z = alpha_{t_lambda} x (chains repeated), then min(steps, t_lambda + 1) DDPM steps (eta = 1) down to clean
+    data. For an exact denoiser y is an exact sample of q(y | x) with bandwidth lambda_eff = s_{t_lambda}
+    (the discrete level closest to lambda; reported in info). NFE = min(steps, t_lambda + 1) N B (x 2 CFG).
+    """
+    _check(x, lam, chains, steps)
+    sch, dev = guidance.schedule, x.device
+    t_lam, lam_eff = posterior_level(guidance, lam)
+    z = _rep(x, chains) * sch.alpha(t_lam, device=dev).to(x.dtype)
+    n = min(int(steps), t_lam + 1)   # spacing >= 1: no repeated timesteps
+    ts = torch.linspace(t_lam, 0, n, dtype=torch.float64).round().long().tolist() if n > 1 else [t_lam]
+    pairs = list(zip(ts, ts[1:] + [-1]))
+    for t, tn in pairs:
+        noise = torch.randn(z.shape, generator=generator, device=dev, dtype=x.dtype)
+        z = guided_step(guidance, z, t, tn, eta=1.0, noise=noise, tag="msd-posterior")
+    return z, {"t_lambda": t_lam, "lambda_eff": lam_eff, "pairs": pairs}
+
+
+def tweedie_product(guidance: Guidance, x: torch.Tensor, lam: float, **_: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The posterior sampler's expectation in ONE call: y = D(alpha_{t_lambda} x, t_lambda) (Tweedie).
+
+    E[y] - x = lambda_eff^2 grad log p_{lambda_eff}(x) exactly for an exact denoiser: a zero-variance
+    mean-shift estimate. Returns y [B, ...] (one "chain"). NFE = B (x 2 with CFG).
+    """
+    _check(x, lam, 1, 1)
+    sch, dev = guidance.schedule, x.device
+    t_lam, lam_eff = posterior_level(guidance, lam)
+    z = x * sch.alpha(t_lam, device=dev).to(x.dtype)
+    eps = guidance.eps(z, t_lam, tag="msd-tweedie")
+    y = x - float(sch.ve_sigma(t_lam, dtype=torch.float64)) * eps   # D = (z - sigma eps) / alpha
+    return y.to(x.dtype), {"t_lambda": t_lam, "lambda_eff": lam_eff}
+
+
+_SOLVER_FNS = {"stable": stable_product, "naive": naive_product, "posterior": posterior_product,
+               "tweedie": tweedie_product}
+
+
+def product_sample(solver: str, guidance: Guidance, x: torch.Tensor, lam: float,
+                   **options: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Dispatch to one of SOLVERS; returns (y [N*B, ...] chain-major, info)."""
+    if solver not in _SOLVER_FNS:
+        raise ValueError(f"solver: expected one of {SOLVERS}, got {solver!r}")
+    return _SOLVER_FNS[solver](guidance, x, lam, **options)

@@ -1,0 +1,378 @@
+"""`msdfast toy`: the MSD paper's 2D distillation study (sec. 4.2, tables 1-3, figures 1 and 3).
+
+    msdfast toy                      # the default subset, < 10 min on 2 CPU cores (see DEFAULT below)
+    msdfast toy --full --resume      # the complete grid of tables 1-3 (hours on 2 cores; resumable)
+    msdfast toy --dataset spiral --denoiser ideal learned --methods ddim sds msd --steps 150
+    msdfast toy train [MODEL ...]    # train the shipped toy MLPs (msdfast.toy.train)
+
+Writes to --out: results.md / results.json (tables 1-3 and every cell's record), points.npz (final optimised
+points of every (column, method)), fig_points_<column>.png (fig. 1/3: points over the density),
+fig_landscape_<column>.png (fig. 1/3: reconstructed loss landscape per method), config.json, and cells/
+(one checkpoint per completed (column, method) cell, efficiency and landscape cell; --resume skips those
+already done with the same configuration).
+
+DEFAULT (no options): tree, class A, ideal (exact GMM) denoiser; rows DDIM, SDS, VSD, SDI, MSD (stable) and
+the exact-posterior and Tweedie MSD variants; a 24 x 24 grid of targets, 150 Adam steps (lr 0.08); table 3
+(efficiency) for SDS, VSD, SDI and the MSD variants; landscapes on a 32 x 32 grid. MSD uses the solver
+settings of `DEFAULT_MSD` (see protocol.py for why few chains suffice).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import report
+from .plots import plot_panels
+from .protocol import (DEFAULT_METHODS, FULL_COLUMNS, FULL_METHODS, LABELS, METHOD_SPECS, ColumnSpec, grid_points,
+                       ProtocolConfig, build_world, estimate_fn, evaluate, log_density, make_estimator, optimise,
+                       probed_estimator)
+
+DEFAULT_GRID = 24
+EFF_METHODS = ("sds", "vsd", "sdi", "msd", "msd-naive", "msd-posterior", "msd-tweedie", "asd", "dsd")
+PROBE_AT = 0.5   # efficiency and landscapes are measured on each estimator as it was half-way through its run
+
+
+# ----------------------------------------------------------------------------------------- CLI
+def add_toy_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `msdfast toy` (and the `train` action, routed to msdfast.toy.train)."""
+    sub = parser.add_subparsers(dest="toy_action", metavar="{train}",
+                                help="optional action: 'train' trains the shipped toy MLPs (msdfast.toy.train)")
+    tp = sub.add_parser("train", help="train the toy MLP denoisers (msdfast.toy.train)")
+    try:
+        from .train import add_train_arguments
+        add_train_arguments(tp)
+    except ImportError as e:  # pragma: no cover - only while the training module is missing
+        tp.set_defaults(train_import_error=str(e))
+    g = parser.add_argument_group("study")
+    g.add_argument("--dataset", nargs="+", choices=("tree", "spiral", "pinwheel"), default=None,
+                   help="data sets (default: tree; --full: all)")
+    g.add_argument("--denoiser", nargs="+", choices=("ideal", "learned"), default=None,
+                   help="ideal (exact GMM / empirical eq. 16) and/or learned MLP (default: ideal; --full: both)")
+    g.add_argument("--guidance", nargs="+", choices=("none", "cfg", "autoguidance"), default=None,
+                   help="guidance of the learned tree model (default: none; --full: all three)")
+    g.add_argument("--methods", nargs="+", choices=tuple(METHOD_SPECS), default=None,
+                   help=f"rows (default: {' '.join(DEFAULT_METHODS)}; --full: {' '.join(FULL_METHODS)})")
+    g.add_argument("--steps", type=int, default=150, help="Adam steps (paper: 150)")
+    g.add_argument("--lr", type=float, default=0.08, help="Adam learning rate (paper: 0.08)")
+    g.add_argument("--grid", type=int, default=None,
+                   help=f"targets per axis over [-1.5, 1.5]^2 (default {DEFAULT_GRID}; --full 32)")
+    g.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds; metrics are averaged over them")
+    g.add_argument("--n-data", type=int, default=10_000, help="data samples (paper: 1e4)")
+    g.add_argument("--ddim-steps", type=int, default=32, help="DDIM steps of the reference row (paper: 32)")
+    g.add_argument("--cfg-scale", type=float, default=4.0, help="CFG weight (diffusers form) for the cfg column")
+    g.add_argument("--autoguidance-scale", type=float, default=3.0, help="autoguidance weight")
+    g.add_argument("--msd", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="MSD estimator options for every MSD variant (e.g. chains=4 steps=16)")
+    g.add_argument("--option", nargs="*", default=[], metavar="METHOD.KEY=VALUE",
+                   help="estimator option for one row (e.g. sdi.inversion_steps=10)")
+    g.add_argument("--out", default="toy_results", help="output folder (default: ./toy_results)")
+    g.add_argument("--full", action="store_true",
+                   help="the complete grid of tables 1-3: 8 columns x 10 rows, 32 x 32 targets (hours on 2 CPU cores)")
+    g.add_argument("--resume", action="store_true", help="skip cells already completed in --out with the same config")
+    g.add_argument("--no-efficiency", action="store_true", help="skip table 3")
+    g.add_argument("--no-landscape", action="store_true", help="skip the landscape figures")
+    g.add_argument("--eff-grid", type=int, default=16, help="efficiency points per axis (eq. 17's average over x)")
+    g.add_argument("--eff-repeats", type=int, default=16, help="independent estimates per point for eq. 17")
+    g.add_argument("--landscape-grid", type=int, default=32, help="landscape grid points per axis")
+    g.add_argument("--landscape-nfe", type=int, default=64,
+                   help="NFE budget per landscape point: repeats = budget / the method's NFE per estimate")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _parse_value(v: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(v.lower(), v)
+
+
+def _parse_kv(items: list[str], name: str) -> dict[str, Any]:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise ValueError(f"{name}: expected KEY=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        out[k.strip()] = _parse_value(v.strip())
+    return out
+
+
+@dataclass
+class Plan:
+    columns: list[ColumnSpec]
+    methods: list[str]
+    seeds: list[int]
+    cfg: ProtocolConfig
+    out: Path
+    resume: bool = False
+    efficiency: bool = True
+    landscape: bool = True
+    eff_methods: list[str] = field(default_factory=list)
+    eff_grid: int = 16
+    eff_repeats: int = 16
+    landscape_grid: int = 32
+    landscape_nfe: int = 64
+    progress: bool = True
+
+
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    """Resolve the defaults / --full into the list of columns, rows and the protocol config."""
+    full = bool(args.full)
+    datasets = args.dataset or (["tree", "spiral", "pinwheel"] if full else ["tree"])
+    denoisers = args.denoiser or (["ideal", "learned"] if full else ["ideal"])
+    guidances = args.guidance or (["none", "cfg", "autoguidance"] if full else ["none"])
+    columns = []
+    for c in FULL_COLUMNS:
+        if c.dataset in datasets and c.denoiser in denoisers and c.guidance in guidances:
+            columns.append(c)
+    if not columns:
+        raise ValueError("dataset/denoiser/guidance: this selection names no column of tables 1-2 "
+                         "(guidance applies to the tree's learned denoiser only)")
+    methods = list(args.methods or (FULL_METHODS if full else DEFAULT_METHODS))
+    if args.steps < 1:
+        raise ValueError("steps: must be >= 1")
+    grid = args.grid or (32 if full else DEFAULT_GRID)
+    if grid < 2:
+        raise ValueError("grid: must be >= 2")
+    options: dict[str, dict[str, Any]] = {}
+    for key, val in _parse_kv(args.option, "option").items():
+        m, _, k = key.partition(".")
+        if m not in METHOD_SPECS or not k:
+            raise ValueError(f"option: expected METHOD.KEY=VALUE with METHOD in {tuple(METHOD_SPECS)}, got {key!r}")
+        options.setdefault(m, {})[k] = val
+    cfg = ProtocolConfig(grid=grid, steps=args.steps, lr=args.lr, n_data=args.n_data, ddim_steps=args.ddim_steps,
+                         cfg_scale=args.cfg_scale, autoguidance_scale=args.autoguidance_scale,
+                         msd_options=_parse_kv(args.msd, "msd"), method_options=options)
+    return Plan(columns, methods, list(args.seeds), cfg, Path(args.out), bool(args.resume),
+                not args.no_efficiency, not args.no_landscape,
+                [m for m in methods if m in EFF_METHODS], args.eff_grid, args.eff_repeats,
+                args.landscape_grid, args.landscape_nfe, not args.no_progress)
+
+
+def run_toy(args: argparse.Namespace) -> int:
+    """Entry point of `msdfast toy` (msdfast.cli)."""
+    if getattr(args, "toy_action", None) == "train":
+        if getattr(args, "train_import_error", None):
+            raise SystemExit(f"msdfast toy train: the training module is unavailable ({args.train_import_error})")
+        from .train import run_train
+        return int(run_train(args) or 0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    plan = plan_from_args(args)
+    t0 = time.perf_counter()
+    results = run_study(plan)
+    print(report.markdown(results, LABELS))
+    print(f"wrote {plan.out}/results.md, results.json, points.npz and figures in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- cells
+def _safe(key: str) -> str:
+    return key.replace("/", "__").replace("|", "--").replace("+", "_")
+
+
+class CellStore:
+    """One checkpoint per completed cell in out/cells/ (JSON record + .npz arrays + .pt estimator state)."""
+
+    def __init__(self, out: Path, fingerprint: dict[str, Any], resume: bool) -> None:
+        self.dir = out / "cells"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.fp = json.loads(json.dumps(fingerprint, default=str))
+        self.resume = resume
+
+    def load(self, kind: str, key: str, extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        p = self.dir / f"{kind}--{_safe(key)}.json"
+        if not self.resume or not p.is_file():
+            return None
+        rec = json.loads(p.read_text())
+        if rec.get("fingerprint") != self.fp or rec.get("extra") != json.loads(json.dumps(extra, default=str)):
+            return None
+        arr = self.dir / f"{kind}--{_safe(key)}.npz"
+        if arr.is_file():
+            with np.load(arr) as z:
+                rec["arrays"] = {k: z[k] for k in z.files}
+        st = self.dir / f"{kind}--{_safe(key)}.pt"
+        if st.is_file():
+            rec["state"] = torch.load(st, weights_only=False)
+        return rec
+
+    def save(self, kind: str, key: str, rec: dict[str, Any], arrays: dict[str, np.ndarray] | None = None,
+             state: Any = None, extra: dict[str, Any] | None = None) -> None:
+        base = self.dir / f"{kind}--{_safe(key)}"
+        if arrays:
+            np.savez_compressed(f"{base}.npz", **arrays)
+        if state is not None:
+            torch.save(state, f"{base}.pt")
+        rec = dict(rec, fingerprint=self.fp, extra=json.loads(json.dumps(extra, default=str)))
+        tmp = base.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(report._jsonable(rec)))
+        tmp.replace(base.with_suffix(".json"))   # the JSON written last marks the cell complete
+
+
+def _mean_metrics(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    keys = per_seed[0].keys()
+    out = {k: float(np.mean([m[k] for m in per_seed])) for k in keys}
+    if len(per_seed) > 1:
+        out.update({f"{k}_std": float(np.std([m[k] for m in per_seed])) for k in keys})
+    return out
+
+
+def run_study(plan: Plan) -> dict[str, Any]:
+    """Run every cell of the plan (resuming completed ones), then write tables, points and figures."""
+    out = plan.out
+    out.mkdir(parents=True, exist_ok=True)
+    fp = {"protocol": plan.cfg.fingerprint(), "seeds": plan.seeds}
+    store = CellStore(out, fp, plan.resume)
+    (out / "config.json").write_text(json.dumps(report._jsonable(
+        {"columns": [c.key for c in plan.columns], "methods": plan.methods, **fp,
+         "efficiency": {"methods": plan.eff_methods, "grid": plan.eff_grid, "repeats": plan.eff_repeats,
+                        "probe_at": PROBE_AT} if plan.efficiency else None,
+         "landscape": {"grid": plan.landscape_grid, "nfe_budget": plan.landscape_nfe, "probe_at": PROBE_AT}
+         if plan.landscape else None}), indent=1, default=str))
+
+    n_seeds = len(plan.seeds)
+    eff_cols = [c for c in plan.columns if c.guidance == "none"]
+    total = len(plan.columns) * len(plan.methods) * n_seeds * plan.cfg.steps
+    total += (len(eff_cols) * len(plan.eff_methods) * plan.eff_repeats) if plan.efficiency else 0
+    total += (len(plan.columns) * len([m for m in plan.methods if METHOD_SPECS[m].estimator])) if plan.landscape else 0
+    bar = tqdm(total=total, desc="msdfast toy", disable=not plan.progress, unit="step", dynamic_ncols=True)
+
+    cells: dict[str, dict[str, Any]] = {}
+    points: dict[str, np.ndarray] = {}
+    states: dict[str, Any] = {}
+    efficiency: dict[str, dict[str, Any]] = {}
+    landscapes: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    worlds: dict[str, Any] = {}
+    unavailable: dict[str, str] = {}
+
+    def world_of(col: ColumnSpec) -> Any:
+        if col.key not in worlds:
+            worlds[col.key] = build_world(col, plan.cfg)
+        return worlds[col.key]
+
+    for col in plan.columns:
+        for m in plan.methods:
+            key = f"{col.key}|{m}"
+            bar.set_postfix_str(key)
+            rec = store.load("cell", key)
+            if rec is not None:
+                bar.update(n_seeds * plan.cfg.steps)
+            elif m in unavailable:
+                bar.update(n_seeds * plan.cfg.steps)
+                continue
+            else:
+                world, spec = world_of(col), METHOD_SPECS[m]
+                try:
+                    if spec.estimator:
+                        make_estimator(world, spec, plan.cfg)
+                except NotImplementedError as e:   # a method whose estimator has not landed: say so, go on
+                    unavailable[m] = str(e)
+                    tqdm.write(f"msdfast toy: skipping {m}: {e}")
+                    bar.update(n_seeds * plan.cfg.steps)
+                    continue
+                per_seed, arrays, nfe, secs, state, steps_run = [], {}, 0, 0.0, None, []
+                for s in plan.seeds:
+                    res = optimise(world, spec, plan.cfg, plan.cfg.seed + s, on_step=bar.update,
+                                   probe_at=PROBE_AT if spec.estimator else None)
+                    metrics = evaluate(world, res.points)
+                    per_seed.append(metrics)
+                    arrays[f"seed{s}"] = res.points.astype(np.float32)
+                    nfe, secs = nfe + res.nfe, secs + res.seconds
+                    steps_run.append(res.steps_run)
+                    state = state if state is not None else res.state
+                n_pts = plan.cfg.grid ** 2
+                rec = {"column": col.key, "method": m, "metrics": _mean_metrics(per_seed), "per_seed": per_seed,
+                       "nfe": nfe, "nfe_per_point": nfe / (n_seeds * n_pts * max(np.mean(steps_run), 1))
+                       if spec.estimator else nfe / (n_seeds * n_pts),
+                       "steps_run": steps_run, "seconds": secs}
+                store.save("cell", key, rec, arrays, state)
+                rec["arrays"], rec["state"] = arrays, state
+            points[key] = rec.pop("arrays")[f"seed{plan.seeds[0]}"]
+            states[key] = rec.pop("state", None)
+            cells[key] = rec
+
+    if plan.efficiency:
+        from .efficiency import measure_efficiency
+        from .protocol import grid_points
+        for col in eff_cols:
+            for m in plan.eff_methods:
+                key = f"{col.key}|{m}"
+                if key not in cells:
+                    bar.update(plan.eff_repeats)
+                    continue
+                bar.set_postfix_str(f"efficiency {key}")
+                extra = {"grid": plan.eff_grid, "repeats": plan.eff_repeats}
+                rec = store.load("eff", key, extra)
+                if rec is None:
+                    world = world_of(col)
+                    est = probed_estimator(world, METHOD_SPECS[m], plan.cfg, states.get(key), PROBE_AT)
+                    fn = estimate_fn(world, est)
+
+                    def counted(p: torch.Tensor, g: torch.Generator, fn: Any = fn) -> tuple[torch.Tensor, int]:
+                        r = fn(p, g)
+                        bar.update(1)
+                        return r
+                    rec = measure_efficiency(counted, grid_points(plan.eff_grid), plan.eff_repeats,
+                                             seed=plan.cfg.seed).as_dict()
+                    store.save("eff", key, rec, extra=extra)
+                else:
+                    bar.update(plan.eff_repeats)
+                    rec = {k: v for k, v in rec.items() if k not in ("fingerprint", "extra")}
+                efficiency[key] = rec
+
+    if plan.landscape:
+        from .landscape import reconstruct_landscape
+        for col in plan.columns:
+            for m in plan.methods:
+                spec = METHOD_SPECS[m]
+                if spec.estimator is None:
+                    continue
+                key = f"{col.key}|{m}"
+                if key not in cells:
+                    bar.update(1)
+                    continue
+                bar.set_postfix_str(f"landscape {key}")
+                extra = {"grid": plan.landscape_grid, "nfe": plan.landscape_nfe}
+                rec = store.load("land", key, extra)
+                if rec is None:
+                    world = world_of(col)
+                    est = probed_estimator(world, spec, plan.cfg, states.get(key), PROBE_AT)
+                    fn = estimate_fn(world, est)
+                    gen = torch.Generator().manual_seed(plan.cfg.seed)
+                    # NFE per estimate from one probe call; repeats fill the per-point NFE budget.
+                    probe_pts = torch.zeros(4, 2)
+                    _, probe_nfe = fn(probe_pts, gen)
+                    repeats = int(np.clip(plan.landscape_nfe // max(probe_nfe / 4, 1), 1, 64))
+                    land = reconstruct_landscape(lambda p: fn(p, gen)[0], n=plan.landscape_grid, repeats=repeats)
+                    store.save("land", key, {"repeats": repeats}, land, extra=extra)
+                    rec = {"arrays": land}
+                landscapes.setdefault(col.key, {})[m] = rec["arrays"]
+                bar.update(1)
+    bar.close()
+
+    methods = [m for m in plan.methods if any(f"{c.key}|{m}" in cells for c in plan.columns)]
+    results = {"methods": methods, "unavailable": unavailable, "columns": [c.key for c in plan.columns], "cells": cells,
+               "efficiency": efficiency, "config": fp}
+    report.write_tables(out, results, LABELS)
+    report.save_points(out, points)
+    for col in plan.columns:
+        world = world_of(col)
+        panels = [{"title": LABELS[m], "samples": torch.as_tensor(points[f"{col.key}|{m}"])}
+                  for m in methods if f"{col.key}|{m}" in points]
+        plot_panels(out / f"fig_points_{_safe(col.key)}.png", panels, log_density(world), resolution=120,
+                    panel_size=2.4)
+        if col.key in landscapes:
+            lp = [(LABELS[m], landscapes[col.key][m]) for m in methods if m in landscapes[col.key]]
+            report.plot_landscapes(out / f"fig_landscape_{_safe(col.key)}.png", lp,
+                                   world.heldout[:2000].numpy())
+    return results

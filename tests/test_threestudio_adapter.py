@@ -1,0 +1,105 @@
+"""The threestudio guidance adapter against a stand-in of threestudio's contract (tiny SD, CPU)."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from msdfast.adapters.threestudio import C, MSDFastGuidance
+from msdfast.testing.tiny_sd import tiny_sd_path
+from test_image_pipeline import StandInSDS, standin_factory  # the pipeline tests' stand-in estimator
+
+
+class FakePromptUtils:
+    """threestudio's PromptProcessorOutput contract: get_text_embeddings -> cat([cond, uncond])."""
+
+    def __init__(self, den: Any) -> None:
+        self.cond, self.uncond = den.encode_prompts(["a hamburger", "ugly"]).split(1)
+        self.calls: list[tuple] = []
+
+    def get_text_embeddings(self, elevation, azimuth, camera_distances, view_dependent_prompting=True):  # noqa: ANN001, ANN201
+        self.calls.append((elevation, azimuth, camera_distances, view_dependent_prompting))
+        b = elevation.shape[0]
+        return torch.cat([self.cond.expand(b, -1, -1), self.uncond.expand(b, -1, -1)])
+
+
+@pytest.fixture(scope="module")
+def den(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from msdfast.denoisers.sd import load_stable_diffusion
+
+    root = tmp_path_factory.getbasetemp()
+    return load_stable_diffusion(tiny_sd_path(root=root), cache_dir=root / "cache")
+
+
+def _cams(b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return torch.zeros(b), torch.linspace(-150, 150, b), torch.full((b,), 1.5)
+
+
+def test_call_matches_direct_estimator_with_cond_first(den) -> None:  # noqa: ANN001
+    g = MSDFastGuidance({"method": "sds", "seed": 5}, denoiser=den, estimator_factory=standin_factory)
+    pu = FakePromptUtils(den)
+    lat_img = torch.randn(2, 8, 8, 4, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    out = g(lat_img, pu, *_cams(2), rgb_as_latents=True)
+    assert set(out) >= {"loss_sds", "grad_norm", "min_step", "max_step"}
+    assert (out["min_step"], out["max_step"]) == (20, 980) and out["nfe"] == 4  # one CFG pair, batch 2
+    assert pu.calls and pu.calls[0][3] is True  # view_dependent_prompting passed through
+
+    x = lat_img.detach().permute(0, 3, 1, 2)
+    ref_est = StandInSDS(den, guidance_scale=7.5)  # threestudio s = 6.5  ->  diffusers w = 7.5
+    assert g.estimator.w == 7.5
+    ref = ref_est(x, pu.cond.expand(2, -1, -1), pu.uncond.expand(2, -1, -1),
+                  generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(out["grad_norm"], ref.grad.norm())
+    swapped = StandInSDS(den, guidance_scale=7.5)(x, pu.uncond.expand(2, -1, -1), pu.cond.expand(2, -1, -1),
+                                                  generator=torch.Generator().manual_seed(5))
+    assert not torch.allclose(swapped.grad.norm(), out["grad_norm"])  # the order matters and is cond-first
+    # loss trick: value 0.5 |g|^2 / B, gradient g / B w.r.t. the latents
+    torch.testing.assert_close(out["loss_sds"], 0.5 * ref.grad.pow(2).sum() / 2)
+    out["loss_sds"].backward()
+    torch.testing.assert_close(lat_img.grad.permute(0, 3, 1, 2), ref.grad / 2)
+
+
+def test_rgb_path_backpropagates_through_the_vae(den) -> None:  # noqa: ANN001
+    g = MSDFastGuidance({"method": "sds", "seed": 0, "loss_name": "method"}, denoiser=den,
+                        estimator_factory=standin_factory)
+    rgb = torch.rand(1, 32, 32, 3, requires_grad=True)
+    out = g(rgb, FakePromptUtils(den), *_cams(1))
+    assert "loss_sds" in out and torch.isfinite(out["loss_sds"])  # loss_name "method" with method sds
+    out["loss_sds"].backward()
+    assert rgb.grad is not None and rgb.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="rgb"):
+        g(torch.rand(1, 3, 32, 32, 3), FakePromptUtils(den), *_cams(1))
+
+
+def test_guidance_scale_forms_and_loss_name(den) -> None:  # noqa: ANN001
+    g = MSDFastGuidance({"method": "msd", "guidance_scale": 100, "loss_name": "method"}, denoiser=den,
+                        estimator_factory=standin_factory)
+    assert g.estimator.w == 101.0 and g.loss_key == "loss_msd"
+    g = MSDFastGuidance({"guidance_scale": 7.5, "guidance_scale_form": "diffusers"}, denoiser=den,
+                        estimator_factory=standin_factory)
+    assert g.estimator.w == 7.5 and g.loss_key == "loss_sds"
+    with pytest.raises(ValueError, match="cfg"):
+        MSDFastGuidance({"guidance_scael": 1.0}, denoiser=den, estimator_factory=standin_factory)
+
+
+def test_update_step_schedules_and_clip(den) -> None:  # noqa: ANN001
+    g = MSDFastGuidance({"method": "sds", "max_step_percent": [0, 0.98, 0.5, 100], "grad_clip": [0, 0.01, 1.0, 100],
+                         "trainer_max_steps": 400, "seed": 1}, denoiser=den, estimator_factory=standin_factory)
+    g.update_step(0, 50)
+    assert g.max_step == int(1000 * 0.74) and g.grad_clip_val == pytest.approx(0.505)
+    assert (g.estimator.step, g.estimator.total_steps) == (50, 400)
+    g.update_step(3, 0)
+    out = g(torch.randn(1, 8, 8, 4) * 3, FakePromptUtils(den), *_cams(1), rgb_as_latents=True,
+            guidance_eval=True)
+    assert g.grad_clip_val == pytest.approx(0.01)
+    # clipped element-wise: |g| <= 0.01 everywhere, so grad_norm <= 0.01 * sqrt(numel)
+    assert out["grad_norm"] <= 0.01 * (4 * 8 * 8) ** 0.5 + 1e-6
+    assert out["eval"]["imgs_target"].shape == (1, 64, 64, 3)
+
+
+def test_threestudio_C_schedule() -> None:
+    assert C(0.5, 0, 10) == 0.5
+    assert C([0, 1.0, 0.0, 100], 0, 25) == pytest.approx(0.75)
+    assert C([1.0, 0.0, 100], 0, 200) == 0.0  # 3-element form, held after the end
+    assert C([0, 1.0, 0.0, 10.0], 5, 999) == pytest.approx(0.5)  # float end step: by epoch

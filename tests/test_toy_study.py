@@ -1,0 +1,197 @@
+"""The 2D distillation study (`msdfast toy`): landscape integration, eq. 17 efficiency, tables, end to end."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from msdfast.toy import efficiency as eff
+from msdfast.toy import landscape as land
+from msdfast.toy import report
+
+
+# ----------------------------------------------------------------------------------------- landscape
+def test_landscape_reconstructs_quadratic_up_to_constant() -> None:
+    # g = grad Q for Q = a x^2 + b x y + c y^2 + d x + e y: trapezoid edges integrate a linear g exactly.
+    a, b, c, d, e = 0.7, -0.4, 1.3, 0.25, -0.6
+    Q = lambda p: a * p[:, 0] ** 2 + b * p[:, 0] * p[:, 1] + c * p[:, 1] ** 2 + d * p[:, 0] + e * p[:, 1]  # noqa: E731
+    gradQ = lambda p: torch.stack([2 * a * p[:, 0] + b * p[:, 1] + d, b * p[:, 0] + 2 * c * p[:, 1] + e], 1)  # noqa: E731
+    out = land.reconstruct_landscape(gradQ, n=17, repeats=1, dtype=torch.float64)
+    _, pts = land.make_grid(17)
+    q = Q(torch.as_tensor(pts)).numpy().reshape(17, 17)
+    q = q - q.mean()
+    np.testing.assert_allclose(out["loss"], q, atol=1e-7)
+    np.testing.assert_allclose(out["objective"], -q, atol=1e-7)
+    # the layout: loss[i, j] is at (x = xs[j], y = xs[i]); a sign or transpose error fails here
+    assert out["loss"][0, -1] - out["loss"][0, 0] == pytest.approx(q[0, -1] - q[0, 0], abs=1e-7)
+
+
+def test_landscape_objective_peaks_where_descent_leads() -> None:
+    # descent gradient g = x - m pulls points to m: the plotted objective -L must peak there
+    m = torch.tensor([0.45, -0.3], dtype=torch.float64)
+    out = land.reconstruct_landscape(lambda p: p - m, n=21, dtype=torch.float64)
+    i, j = np.unravel_index(np.argmax(out["objective"]), out["objective"].shape)
+    assert out["xs"][j] == pytest.approx(0.45, abs=0.08) and out["xs"][i] == pytest.approx(-0.3, abs=0.08)
+
+
+def test_landscape_mean_field_averages_repeats() -> None:
+    calls = []
+
+    def noisy(p: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return torch.full_like(p, float(len(calls)))   # 1, 2, 3, 4 -> mean 2.5
+    g = land.mean_gradient_field(noisy, torch.zeros(5, 2), repeats=4)
+    np.testing.assert_allclose(g, 2.5)
+
+
+def test_landscape_bad_input() -> None:
+    with pytest.raises(ValueError, match="grad"):
+        land.integrate_gradient(np.zeros((4, 5, 2)), 0.1)
+    with pytest.raises(ValueError, match="h"):
+        land.integrate_gradient(np.zeros((4, 4, 2)), 0.0)
+    with pytest.raises(ValueError, match="n"):
+        land.make_grid(1)
+
+
+# ----------------------------------------------------------------------------------------- efficiency
+def _gaussian_estimator(mu: torch.Tensor, s: float, nfe_per_point: int):
+    def est(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, int]:
+        return mu + s * torch.randn(x.shape, generator=gen, dtype=torch.float64), nfe_per_point * x.shape[0]
+    return est
+
+
+def test_efficiency_matches_formula_for_known_mean_and_variance() -> None:
+    P, D, s, k = 64, 2, 0.3, 5
+    mu = torch.randn(P, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    e = eff.measure_efficiency(_gaussian_estimator(mu, s, k), torch.zeros(P, D), repeats=400)
+    expected = math.log(float(mu.pow(2).sum(1).mean()) / (D * s * s * k))
+    assert e.cost == k
+    # MSE is a mean of 64 x 399 chi^2 draws (rel. SE ~ 0.4 %); mean_sq is known to ~1 %.
+    assert e.log_eff == pytest.approx(expected, abs=0.03)
+    assert e.mse == pytest.approx(D * s * s, rel=0.03)
+    # a factor-2 error in cost or variance would move log_eff by 0.69
+    geo = float(torch.log(mu.pow(2).sum(1) / (D * s * s * k)).mean())
+    assert e.log_eff_geo == pytest.approx(geo, abs=0.05)
+
+
+def test_efficiency_bias_correction_for_noise_dominated_mean() -> None:
+    # zero-mean estimator (SDS-like regime): |g_bar|^2 alone would be v / R; the corrected mean is ~0
+    P, R = 256, 8
+    e = eff.measure_efficiency(_gaussian_estimator(torch.zeros(P, 2, dtype=torch.float64), 1.0, 1),
+                               torch.zeros(P, 2), repeats=R)
+    naive = 2.0 / R
+    assert abs(e.mean_sq) < 0.3 * naive
+
+
+def test_efficiency_zero_variance_is_infinite() -> None:
+    mu = torch.ones(10, 2, dtype=torch.float64)
+    e = eff.measure_efficiency(lambda x, g: (mu.clone(), x.shape[0]), torch.zeros(10, 2), repeats=3)
+    assert math.isinf(e.log_eff) and e.log_eff > 0
+    assert e.as_dict()["log_eff"] is None and e.as_dict()["log_eff_str"] == "inf"
+    # an estimator that always returns 0 has no defined efficiency
+    z = eff.measure_efficiency(lambda x, g: (torch.zeros_like(x), x.shape[0]), torch.zeros(10, 2), repeats=3)
+    assert math.isnan(z.log_eff)
+
+
+def test_efficiency_bad_input() -> None:
+    with pytest.raises(ValueError, match="repeats"):
+        eff.measure_efficiency(lambda x, g: (x, 1), torch.zeros(4, 2), repeats=1)
+    with pytest.raises(ValueError, match="estimate"):
+        eff.measure_efficiency(lambda x, g: (x[:2], 1), torch.zeros(4, 2), repeats=2)
+    with pytest.raises(ValueError, match="cost"):
+        eff.efficiency_from_samples(torch.zeros(2, 3, 2), 0.0)
+
+
+# ----------------------------------------------------------------------------------------- tables
+def test_tables_layout() -> None:
+    cells = {}
+    for col in ("tree/ideal", "tree/learned+cfg", "spiral/ideal"):
+        for i, m in enumerate(("ddim", "sds", "msd")):
+            cells[f"{col}|{m}"] = {"column": col, "method": m,
+                                   "metrics": {"nll": float(i), "precision": 0.5, "recall": 0.25, "mmd": 1e-4}}
+    t1 = report.table1(cells, ["ddim", "sds", "msd"])
+    assert t1["nll"]["columns"] == ["ideal", "learned+cfg"]
+    assert t1["nll"]["rows"]["sds"] == [1.0, 1.0]
+    t2 = report.table2(cells, ["ddim", "sds", "msd"])
+    assert list(t2) == ["spiral"] and t2["spiral"]["columns"] == ["ideal"]
+    assert t2["spiral"]["rows"]["msd"]["nll"] == [2.0]
+    t3 = report.table3({"tree/ideal|sds": {"log_eff_str": "-7.00"}, "tree/learned|sds": {"log_eff_str": "-6.00"},
+                        "spiral/ideal|msd": {"log_eff_str": "inf"}}, ["sds", "msd"])
+    assert t3 == {"tree": {"sds": ["-7.00", "-6.00"]}, "spiral": {"msd": ["inf", None]}}
+    md = report.markdown({"methods": ["ddim", "sds", "msd"], "cells": cells, "efficiency": {}}, {"msd": "MSD"})
+    assert "| NLL ↓ | ideal | learned+cfg |" in md and "| MSD | 2.00 | 2.00 |" in md
+    assert "| MMD ↓ (x1e-4) | ideal | learned+cfg |" in md and "| MSD | 1 | 1 |" in md
+
+
+# ----------------------------------------------------------------------------------------- end to end
+def _args(tmp_path, *extra: str) -> argparse.Namespace:
+    from msdfast.toy.study import add_toy_arguments
+    p = argparse.ArgumentParser()
+    add_toy_arguments(p)
+    return p.parse_args(["--grid", "4", "--steps", "3", "--methods", "ddim", "sds", "msd-tweedie",
+                         "--ddim-steps", "4", "--n-data", "300", "--eff-grid", "3", "--eff-repeats", "2",
+                         "--landscape-grid", "5", "--landscape-nfe", "1", "--no-progress",
+                         "--out", str(tmp_path / "out"), *extra])
+
+
+def test_cli_plan_and_errors(tmp_path) -> None:
+    from msdfast.toy.study import DEFAULT_GRID, add_toy_arguments, plan_from_args
+    p = argparse.ArgumentParser()
+    add_toy_arguments(p)
+    plan = plan_from_args(p.parse_args([]))
+    assert [c.key for c in plan.columns] == ["tree/ideal"]
+    assert plan.methods[0] == "ddim" and "msd" in plan.methods and plan.cfg.grid == DEFAULT_GRID
+    assert plan.cfg.steps == 150 and plan.cfg.lr == 0.08
+    full = plan_from_args(p.parse_args(["--full"]))
+    assert len(full.columns) == 8 and "tree/learned+autoguidance" in [c.key for c in full.columns]
+    with pytest.raises(ValueError, match="guidance"):
+        plan_from_args(p.parse_args(["--guidance", "cfg", "--denoiser", "ideal"]))
+    with pytest.raises(ValueError, match="option"):
+        plan_from_args(p.parse_args(["--option", "nosuch.steps=3"]))
+    opt = plan_from_args(p.parse_args(["--msd", "steps=7", "--option", "sds.weighting=uniform"]))
+    assert opt.cfg.msd_options == {"steps": 7} and opt.cfg.method_options == {"sds": {"weighting": "uniform"}}
+    args = p.parse_args(["train", "--help"]) if False else p.parse_args(["train"])
+    assert args.toy_action == "train"
+
+
+def test_study_end_to_end_and_resume(tmp_path, monkeypatch) -> None:
+    from msdfast.toy import study
+    assert study.run_toy(_args(tmp_path)) == 0
+    out = tmp_path / "out"
+    for name in ("results.md", "results.json", "points.npz", "config.json", "fig_points_tree__ideal.png",
+                 "fig_landscape_tree__ideal.png"):
+        assert (out / name).is_file(), name
+    res = json.loads((out / "results.json").read_text())
+    t1 = res["table1"]
+    assert t1["nll"]["columns"] == ["ideal"]
+    assert list(t1["precision"]["rows"]) == ["ddim", "sds", "msd-tweedie"]
+    for metric in ("nll", "precision", "recall", "mmd"):
+        for v in t1[metric]["rows"].values():
+            assert v[0] is not None and math.isfinite(v[0])
+    assert set(res["table3"]["tree"]) == {"sds", "msd-tweedie"}
+    pts = np.load(out / "points.npz")
+    assert set(pts.files) == {"tree__ideal--ddim", "tree__ideal--sds", "tree__ideal--msd-tweedie"}
+    for k in pts.files:
+        assert pts[k].shape == (16, 2) and np.isfinite(pts[k]).all()
+    # targets moved away from their initial grid (the optimiser ran)
+    assert not np.allclose(pts["tree__ideal--sds"], study.grid_points(4).numpy())
+    assert res["cells"]["tree/ideal|sds"]["nfe_per_point"] == pytest.approx(1.0)
+    # Tweedie MSD: 1 NFE per step, and none on the last step (lambda decayed to 0 -> finished, g = 0)
+    assert res["cells"]["tree/ideal|msd-tweedie"]["nfe_per_point"] == pytest.approx(2 / 3)
+
+    # resume: nothing is recomputed, the tables are identical
+    def boom(*a, **k):
+        raise AssertionError("a completed cell was recomputed")
+    monkeypatch.setattr(study, "optimise", boom)
+    monkeypatch.setattr("msdfast.toy.efficiency.measure_efficiency", boom)
+    monkeypatch.setattr("msdfast.toy.landscape.reconstruct_landscape", boom)
+    assert study.run_toy(_args(tmp_path, "--resume")) == 0
+    res2 = json.loads((out / "results.json").read_text())
+    assert res2["table1"] == res["table1"] and res2["table3"] == res["table3"]
+    # a different configuration is not mistaken for a completed cell
+    with pytest.raises(AssertionError, match="recomputed"):
+        study.run_toy(_args(tmp_path, "--resume", "--lr", "0.05"))
