@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import device_params, sync
+from bench_utils import device_params, sync
 
 from msdfast import ops
 from msdfast.ops import _dispatch
 from msdfast.schedule import VPSchedule, psr_factor
 
 SHAPES = [(2, 4, 64, 64), (16, 4, 128, 128)]
-IMPLS = ["reference", "compiled", "clone"]
+# reference: the eager chain; compiled: the public msdfast.ops.ddim_step (argument checks + dispatch + kernel);
+# compiled-raw: torch.ops.msdfast.ddim_step alone (what torch.compile'd code calls); clone: the bandwidth bound.
+IMPLS = ["reference", "compiled", "compiled-raw", "clone"]
 SCH = VPSchedule.stable_diffusion()
 
 
@@ -36,20 +38,29 @@ def test_ddim_step(record_env, device, shape, impl):
     benchmark.extra_info.update(op="ddim_step", impl=impl, device=device, shape=list(shape), dtype="float32",
                                 bytes=nbytes)
     if impl == "clone":
-        src = torch.empty(nbytes // 2 // z.element_size(), device=device)  # read + write = nbytes
+        src = torch.randn(nbytes // 2 // z.element_size(), device=device)  # read + write = nbytes
 
         def fn():
             out = torch.clone(src)
             sync(device)
             return out
     else:
-        if impl not in _dispatch.available("ddim_step", device):
-            pytest.skip(f"{impl} backend unavailable on {device}")
+        backend = impl.removesuffix("-raw")
+        if backend not in _dispatch.available("ddim_step", device):
+            pytest.skip(f"{backend} backend unavailable on {device}")
 
         def fn():
             out = ops.ddim_step(z, eps_c, coef, eps_u=eps_u, center=center, backend=impl)
             sync(device)
             return out
+
+        def fn_raw():
+            out = torch.ops.msdfast.ddim_step(z, eps_c, eps_u, coef, center, None, False)[0]
+            sync(device)
+            return out
+
+        if impl == "compiled-raw":
+            fn = fn_raw  # noqa: F811
 
     out = benchmark(fn)
     if impl != "clone":  # the timed result is also checked

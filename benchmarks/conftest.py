@@ -6,7 +6,7 @@
 Conventions for benchmarks/bench_<op>.py: parametrize over `impl` (the baseline is "reference"; others are
 backends or bounds such as "clone"), group by op + shape so impls land side by side, record
 `benchmark.extra_info["bytes"]` (memory traffic of one call) for a GB/s column, and end timed GPU callables
-with torch.cuda.synchronize().
+with torch.cuda.synchronize() (bench_utils.sync).
 """
 from __future__ import annotations
 
@@ -20,15 +20,11 @@ if not torch.cuda.is_available():
 
 import msdfast  # noqa: E402
 
-
-def device_params() -> list:
-    return ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                  reason="needs a CUDA GPU"))]
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+# MSDFAST_BENCH_THREADS=N pins torch's intra-op threads (OpenMP) for the run. On a shared, oversubscribed
+# machine, parallel regions stall whenever a worker thread is descheduled, so single-thread runs there are the
+# reproducible ones; the JSON records the thread count either way.
+if os.environ.get("MSDFAST_BENCH_THREADS"):
+    torch.set_num_threads(int(os.environ["MSDFAST_BENCH_THREADS"]))
 
 
 @pytest.fixture
@@ -38,3 +34,9 @@ def record_env(benchmark):
     benchmark.extra_info.update(torch=torch.__version__, threads=torch.get_num_threads(),
                                 build=", ".join(f"{k}={v}" for k, v in info.items()))
     return benchmark
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Keep result files small enough to commit: drop the per-round raw timings (the stats stay)."""
+    for bench in output_json.get("benchmarks", []):
+        bench.get("stats", {}).pop("data", None)

@@ -23,7 +23,14 @@ if [ "$TORCH_SPEC" != "skip" ]; then
     python -m pip install -q "$TORCH_SPEC"
 fi
 echo "== pip install -r $(basename "$REQS")"
-python -m pip install -q -r "$REQS"
+if [ "$TORCH_SPEC" = "skip" ]; then
+    # Keep the pre-installed (CUDA) torch: install the requirements without their torch pin.
+    mkdir -p "$ROOT/build"
+    grep -hv -e '^torch' -e '^-r' "$ROOT/requirements.txt" "$REQS" | sort -u > "$ROOT/build/requirements-notorch.txt"
+    python -m pip install -q -r "$ROOT/build/requirements-notorch.txt"
+else
+    python -m pip install -q -r "$REQS"
+fi
 echo "== building msdfast (MAX_JOBS=${MAX_JOBS:-2})"
 _t0=$(date +%s)
 MAX_JOBS="${MAX_JOBS:-2}" python -m pip install -q --no-build-isolation --no-deps -e "$ROOT"

@@ -1,9 +1,9 @@
 """Exact toy denoisers and closed forms for the estimator oracle tests (MATH.md sec. 2).
 
-* `GaussianDenoiser`: data N(mu + offset[cond], v I) in any shape ([B, 2] points or [B, C, H, W] latents);
+* `GaussianDenoiser`: data N(mu + offsets[cond], v I) in any shape ([B, 2] points or [B, C, H, W] latents);
   its ideal denoiser is linear, so SDS's expectation has a closed form (`sds_expected`).
-* `GMMDenoiser`: the ideal denoiser of a 2D Gaussian mixture (msdfast.toy.datasets.GMM) in VE form,
-  D(x; s) = x + s^2 grad log p_s(x); used when msdfast.denoisers.gmm is not available.
+* `small_gmm()`: a 3-component anisotropic 2D mixture (fast, for solver-convergence tests); the tree GMM and
+  its ideal denoiser come from msdfast.toy.datasets / msdfast.denoisers.gmm.
 * `gmm_mean_shift`: the oracle E_q[y] - x = lambda^2 grad log p_lambda(x).
 """
 from __future__ import annotations
@@ -12,17 +12,16 @@ import torch
 
 from msdfast.denoisers.base import Cond, Denoiser
 from msdfast.schedule import VPSchedule
-from msdfast.toy.datasets import GMM, toy_schedule
+from msdfast.toy.datasets import GMM
 
 
 class GaussianDenoiser(Denoiser):
     """Ideal denoiser of N(mu + offsets[cond], v I); cond is a long tensor [B] of class ids (None -> class 0)."""
 
-    def __init__(self, schedule: VPSchedule, mu: float | torch.Tensor = 0.3, v: float = 0.25,
+    def __init__(self, schedule: VPSchedule, mu: float = 0.3, v: float = 0.25,
                  offsets: tuple[float, ...] = (0.0, 1.0)) -> None:
         super().__init__(schedule)
-        self.mu = torch.as_tensor(mu, dtype=torch.float64)
-        self.v = float(v)
+        self.mu, self.v = float(mu), float(v)
         self.offsets = torch.tensor(offsets, dtype=torch.float64)
 
     def mean(self, cond: Cond, like: torch.Tensor) -> torch.Tensor:
@@ -35,25 +34,24 @@ class GaussianDenoiser(Denoiser):
 
 
 def sds_expected(den: GaussianDenoiser, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor,
-                 mean: torch.Tensor) -> torch.Tensor:
-    """E_eps[g] = w(t) alpha sigma (x - mean) / (alpha^2 v + sigma^2) for a guided mean (linear in the means)."""
+                 mean: torch.Tensor | float) -> torch.Tensor:
+    """E_eps[g] at fixed t = w(t) alpha sigma (x - m) / (alpha^2 v + sigma^2), m the (guided) mean.
+
+    eps_hat(z) = sigma (z - alpha m) / (alpha^2 v + sigma^2) for N(m, v I) data, z = alpha x + sigma eps;
+    CFG is linear in the means, so the guided mean is m_u + w (m_c - m_u).
+    """
     sch = den.schedule
-    a = sch.alpha(t, dtype=torch.float64).reshape(-1, *([1] * (x.ndim - 1)))
-    s = sch.sigma(t, dtype=torch.float64).reshape(-1, *([1] * (x.ndim - 1)))
-    w = w.to(torch.float64).reshape(-1, *([1] * (x.ndim - 1)))
-    return w * a * s * (x.double() - mean.double()) / (a * a * den.v + s * s)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    a = sch.alpha(t, dtype=torch.float64).reshape(shape)
+    s = sch.sigma(t, dtype=torch.float64).reshape(shape)
+    return w.to(torch.float64).reshape(shape) * a * s * (x.double() - mean) / (a * a * den.v + s * s)
 
 
-class GMMDenoiser(Denoiser):
-    """Ideal denoiser of a 2D GMM (exact score with covariances S_k + s^2 I, float64 inside)."""
-
-    def __init__(self, gmm: GMM, schedule: VPSchedule | None = None) -> None:
-        super().__init__(schedule or toy_schedule())
-        self.gmm = gmm
-
-    def _denoise_ve(self, x: torch.Tensor, s: torch.Tensor, cond: Cond) -> torch.Tensor:
-        x64 = x.double()
-        return (x64 + s.double()[:, None] ** 2 * self.gmm.score(x64, s.double())).to(x.dtype)
+def small_gmm() -> GMM:
+    """Three anisotropic components (stds 0.04..0.14): cheap, yet multi-modal at bandwidths 0.1..0.2."""
+    return GMM(torch.tensor([0.5, 0.3, 0.2]), torch.tensor([[0.3, 0.1], [-0.2, 0.4], [0.6, 0.5]]),
+               torch.tensor([[[0.01, 0.004], [0.004, 0.003]], [[0.002, 0.0], [0.0, 0.02]],
+                             [[0.005, 0.0], [0.0, 0.005]]]))
 
 
 def gmm_mean_shift(gmm: GMM, x: torch.Tensor, lam: float) -> torch.Tensor:
@@ -61,27 +59,30 @@ def gmm_mean_shift(gmm: GMM, x: torch.Tensor, lam: float) -> torch.Tensor:
     return lam * lam * gmm.score(x.double(), lam)
 
 
-def gmm_posterior_sample(gmm: GMM, x: torch.Tensor, lam: float, n: int,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
-    """n exact samples per point of q(y | x) ~ p(y) N(x; y, lam^2 I) (MATH.md sec. 2), chain-major [n*B, 2].
+class IsoMixtureDenoiser(Denoiser):
+    """Ideal denoiser of sum_k phi_k N(mu_k, v_k I) in any dimension (cheap: plain tensor ops, 2-3 components).
 
-    r_k ~ phi_k N(x; mu_k, S_k + lam^2 I);  y | k ~ N(m_k, C_k), C_k = (S_k^-1 + lam^-2 I)^-1,
-    m_k = C_k (S_k^-1 mu_k + lam^-2 x).
+    D(x; s) = sum_k r_k(x) (v_k x + s^2 mu_k) / (v_k + s^2), r_k ~ phi_k N(x; mu_k, (v_k + s^2) I).
     """
-    x64 = x.double()
-    B = x64.shape[0]
-    K = gmm.num_components
-    S = gmm.covs
-    C_all = S + lam * lam * torch.eye(2, dtype=torch.float64)
-    diff = x64[:, None, :] - gmm.means[None]                                   # [B, K, 2]
-    logn = torch.distributions.MultivariateNormal(torch.zeros(2, dtype=torch.float64), C_all).log_prob(diff)
-    logits = gmm.weights.log()[None] + logn                                    # [B, K]
-    k = torch.multinomial(torch.softmax(logits, 1).repeat(n, 1), 1, generator=generator).squeeze(1)  # [n*B]
-    Sinv = torch.linalg.inv(S)
-    Ck = torch.linalg.inv(Sinv + torch.eye(2, dtype=torch.float64) / lam**2)   # [K, 2, 2]
-    xr = x64.repeat(n, 1)
-    mk = torch.einsum("nij,nj->ni", Ck[k], torch.einsum("nij,nj->ni", Sinv[k], gmm.means[k]) + xr / lam**2)
-    L = torch.linalg.cholesky(Ck)[k]
-    e = torch.randn(n * B, 2, dtype=torch.float64, generator=generator)
-    assert K > 0
-    return mk + torch.einsum("nij,nj->ni", L, e)
+
+    def __init__(self, schedule: VPSchedule, weights: list[float], means: list[list[float]],
+                 variances: list[float]) -> None:
+        super().__init__(schedule)
+        self.w = torch.tensor(weights, dtype=torch.float64) / sum(weights)
+        self.mu = torch.tensor(means, dtype=torch.float64)
+        self.v = torch.tensor(variances, dtype=torch.float64)
+
+    def _denoise_ve(self, x: torch.Tensor, s: torch.Tensor, cond: Cond) -> torch.Tensor:
+        x64 = x.double().flatten(1)
+        d = x64.shape[1]
+        s2 = s.double().reshape(-1, 1) ** 2                                     # [B, 1]
+        var = self.v[None] + s2                                                 # [B, K]
+        d2 = torch.cdist(x64, self.mu.expand(-1, d) if self.mu.shape[1] == 1 else self.mu) ** 2
+        logits = self.w.log()[None] - 0.5 * d2 / var - 0.5 * d * var.log()
+        r = torch.softmax(logits, dim=1)                                        # [B, K]
+        dk = (self.v[None, :, None] * x64[:, None] + s2[:, :, None] * self.mu[None]) / var[:, :, None]
+        return (r[:, :, None] * dk).sum(1).reshape(x.shape).to(x.dtype)
+
+    def mean_shift(self, x: torch.Tensor, lam: float) -> torch.Tensor:
+        """Oracle E_q[y] - x = lam^2 grad log p_lam(x) = D(x; lam) - x (uncounted)."""
+        return self._denoise_ve(x.double(), torch.full((x.shape[0],), lam, dtype=torch.float64), None) - x.double()

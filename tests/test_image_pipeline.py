@@ -119,7 +119,7 @@ def test_bad_config_names_the_argument(tiny, tmp_path: Path) -> None:  # noqa: A
 REAL_OPTIONS: dict[str, dict[str, Any]] = {
     "sds": {}, "asd": {},
     "msd": {"solver": "stable", "chains": 2, "steps": 2, "bandwidth_schedule": "linear"},
-    "sdi": {}, "vsd": {}, "dsd": {},
+    "sdi": {"inversion_steps": 2}, "vsd": {}, "dsd": {"ddim_steps": 2},
 }
 
 
@@ -129,9 +129,29 @@ def test_every_method_end_to_end_and_resumes_exactly(tiny, tmp_path: Path, metho
     kw = dict(method=method, steps=3, ckpt_every=1, snapshot_every=3, options=REAL_OPTIONS[method])
     full = distill_image(_cfg(tmp_path / "full", **kw), denoiser=tiny, estimator_factory=factory)
     assert full["finished"] and torch.isfinite(full["field"].render()).all()
-    assert all(r["nfe"] > 0 for r in full["history"]) and (tmp_path / "full" / "final.png").exists()
+    assert full["history"][0]["nfe"] > 0 and (tmp_path / "full" / "final.png").exists()
+    if method == "msd":  # linear bandwidth decay reaches lambda < lambda_min at the last step: converged, stopped
+        assert full["converged"] and len(full["history"]) == 2
     distill_image(_cfg(tmp_path / "part", **kw), denoiser=tiny, estimator_factory=factory, stop_after=1)
     done = distill_image(_cfg(tmp_path / "part", **kw), denoiser=tiny, estimator_factory=factory, resume=True)
     for (k, a), b in zip(full["field"].state_dict().items(), done["field"].state_dict().values()):
         assert torch.equal(a, b), k
     assert [r["loss"] for r in full["history"]] == [r["loss"] for r in done["history"]]
+
+
+def test_cli_image_command(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    _real_factory_or_skip("msd")
+    monkeypatch.setenv("MSDFAST_CACHE", str(tmp_path / "cache"))  # keep the text-embedding cache out of ~
+    from msdfast.cli import main
+
+    model = tiny_sd_path(root=tmp_path.parent)  # same root as the `tiny` fixture: already built
+    out = tmp_path / "run"
+    argv = ["image", "--model", str(model), "--prompt", "a red apple", "--method", "msd", "--steps", "2",
+            "--out", str(out), "--no-progress", "--ckpt-every", "1", "--snapshot-every", "1",
+            "--option", "chains=2", "--option", "steps=2", "--psr-k", "0.95"]
+    assert main(argv) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["options"] == {"chains": 2, "steps": 2} and cfg["psr_k"] == 0.95 and cfg["lr"] == 1e-2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps_done"] == 2 and metrics["history"][0]["nfe"] == 2 * 1 + 2 * 2 * 2  # T B + T 2NB
+    assert main(argv + ["--resume"]) == 0  # a finished run resumes to a no-op

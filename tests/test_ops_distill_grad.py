@@ -27,7 +27,12 @@ def _close(out, ref, dtype):
     if rtgt is None:
         assert tgt is None
     else:
-        torch.testing.assert_close(tgt, rtgt, **TOL[dtype])
+        tol = dict(TOL[dtype])
+        if dtype == torch.bfloat16:
+            # target = x - g uses g rounded to bf16; the Triton interpreter rounds toward zero (numpy has no
+            # bf16), so g may sit one bf16 ulp of |g| away and x - g inherits that absolute difference
+            tol["atol"] = max(tol["atol"], 2**-7 * rg.abs().max().item())
+        torch.testing.assert_close(tgt, rtgt, **tol)
     # the norm is float32 for every dtype; bf16 g differs by up to one ulp under the interpreter
     torch.testing.assert_close(norm, rnorm, rtol=1e-2 if dtype == torch.bfloat16 else 2e-5, atol=1e-5)
 

@@ -4,6 +4,8 @@ Formulas (batch B, N chains, T solver steps, CFG pairs count 2 -- the estimators
     SDS: 2B          ASD: 3B (cond + uncond at t and cond at t+ in one call)
     MSD stable:  T B (conditional DDIM inversion, shared by all chains) + T * 2NB (CFG, N chains, ONE call/step)
     MSD naive:   T * 2NB        MSD tweedie: 2B        MSD posterior: min(T, t_lambda + 1) * 2NB
+    SDI: S * 2B (S inversion steps with CFG -6.5) + 2B      VSD: 2B (eps_phi is not the pretrained model)
+    DSD (interp, path_eps "exact"): K * 2B once per seed/condition (the cached seed path) + 2B + 3B
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ B, N, T = 2, 3, 3
     ("msd", {"solver": "stable", "chains": N, "steps": T}, T * B + T * 2 * N * B),
     ("msd", {"solver": "naive", "chains": N, "steps": T}, T * 2 * N * B),
     ("msd", {"solver": "tweedie", "chains": N, "steps": T}, 2 * B),
+    ("sdi", {"inversion_steps": T}, T * 2 * B + 2 * B),
+    ("vsd", {}, 2 * B),
 ])
 def test_nfe_per_gradient_matches_formula(den, method: str, opts: dict, nfe: int) -> None:  # noqa: ANN001
     est = _build(method, den, guidance_scale=7.5, **opts)
@@ -65,6 +69,16 @@ def test_nfe_per_gradient_matches_formula(den, method: str, opts: dict, nfe: int
     for p in profs:
         assert p.nfe == nfe and p.logged_nfe == nfe
         assert 0 < p.denoiser_seconds <= p.total_seconds and p.peak_memory_bytes > 0
+
+
+def test_dsd_seed_path_is_computed_once(den) -> None:  # noqa: ANN001
+    K = 3
+    est = _build("dsd", den, guidance_scale=7.5, ddim_steps=K)
+    x, c, u = _sd_inputs(den, B)
+    p0, p1 = profile_gradients(est, x, c, u, n_grads=2, generator=torch.Generator().manual_seed(1))
+    assert p0.nfe == K * 2 * B + 2 * B + 3 * B  # seed path (cached) + path eps + guided pair and target
+    assert p1.nfe == 2 * B + 3 * B               # the cache serves the second gradient
+    assert [cl["batch"] for cl in p1.calls] == [2 * B, 3 * B]
 
 
 def test_msd_posterior_nfe(den) -> None:  # noqa: ANN001
@@ -119,7 +133,9 @@ def _args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def test_cli_with_tiny_sd(tmp_path: Path, capsys: pytest.CaptureFixture, den, root: Path) -> None:  # noqa: ANN001
+def test_cli_with_tiny_sd(tmp_path: Path, capsys: pytest.CaptureFixture, den, root: Path,  # noqa: ANN001
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MSDFAST_CACHE", str(tmp_path / "cache"))
     _build("sds", den)
     out = tmp_path / "p.json"
     rc = run_profile(_args(["--method", "sds", "--model", str(tiny_sd_path(root=root)),

@@ -134,7 +134,7 @@ def _args(tmp_path, *extra: str) -> argparse.Namespace:
     add_toy_arguments(p)
     return p.parse_args(["--grid", "4", "--steps", "3", "--methods", "ddim", "sds", "msd-tweedie",
                          "--ddim-steps", "4", "--n-data", "300", "--eff-grid", "3", "--eff-repeats", "2",
-                         "--landscape-grid", "5", "--landscape-nfe", "1", "--no-progress",
+                         "--landscape-grid", "5", "--landscape-nfe", "1", "--no-progress", "--figure-resolution", "16",
                          "--out", str(tmp_path / "out"), *extra])
 
 

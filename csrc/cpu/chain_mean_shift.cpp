@@ -14,12 +14,14 @@ namespace msdfast::cpu {
 namespace {
 
 constexpr int64_t kTile = 2048;  // elements of x per work item: the running sums stay in L1
+// Tiles per parallel task: >= 32k elements, so small tensors run inline (no OpenMP fork/join).
+constexpr int64_t kGrainTiles = (int64_t(1) << 15) / kTile;
 
 template <typename T>
 void chain_mean_shift_typed(const T* y, const T* x, T* out, int64_t numel, int64_t n) {
   using A = acc_t<T>;
   const int64_t ntiles = (numel + kTile - 1) / kTile;
-  at::parallel_for(0, ntiles, 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, ntiles, kGrainTiles, [&](int64_t t0, int64_t t1) {
     A sum[kTile];
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t lo = t * kTile, len = std::min(kTile, numel - lo);

@@ -15,13 +15,15 @@ namespace msdfast::cpu {
 namespace {
 
 constexpr int64_t kTile = 4096;
+// Work items per parallel task: >= 32k elements, so small tensors run inline (no OpenMP fork/join).
+constexpr int64_t kGrainTiles = (int64_t(1) << 15) / kTile;
 
 template <typename T>
 void noise_to_levels_typed(const T* x, const T* eps, const float* al, const float* sg, T* out, int64_t B,
                            int64_t F, int64_t L) {
   using A = acc_t<T>;
   const int64_t tiles_per_b = (F + kTile - 1) / kTile;
-  at::parallel_for(0, B * tiles_per_b, 1, [&](int64_t w0, int64_t w1) {
+  at::parallel_for(0, B * tiles_per_b, kGrainTiles, [&](int64_t w0, int64_t w1) {
     A xa[kTile], ea[kTile];
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t b = w / tiles_per_b, lo = (w % tiles_per_b) * kTile, len = std::min(kTile, F - lo);

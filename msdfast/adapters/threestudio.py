@@ -40,8 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "pretrained_model_name_or_path": None,   # a LOCAL diffusers SD folder
     "guidance_scale": 6.5,                   # threestudio form s; w = s + 1 = 7.5
     "guidance_scale_form": "threestudio",    # or "diffusers"
-    "min_step_percent": 0.02,
-    "max_step_percent": 0.98,
+    "min_step_percent": None,                # None: the method's own t range (threestudio SDS: 0.02)
+    "max_step_percent": None,                # (threestudio SDS: 0.98)
     "grad_clip": None,
     "view_dependent_prompting": True,
     "half_precision_weights": True,
@@ -82,6 +82,12 @@ class MSDFastGuidance(torch.nn.Module):
         if unknown:
             raise ValueError(f"cfg: unknown keys {sorted(unknown)} (known: {sorted(DEFAULTS)})")
         self.cfg = {**DEFAULTS, **dict(cfg or {})}
+        # The t range is handed to the estimator only when the config sets it: each method has its own
+        # default (SDS/ASD 0.02..0.98 of T, SDI 250 -> 980 annealed, MSD's solver top T - 1).
+        self._explicit_range = self.cfg["min_step_percent"] is not None or self.cfg["max_step_percent"] is not None
+        if self._explicit_range:
+            self.cfg["min_step_percent"] = 0.02 if self.cfg["min_step_percent"] is None else self.cfg["min_step_percent"]
+            self.cfg["max_step_percent"] = 0.98 if self.cfg["max_step_percent"] is None else self.cfg["max_step_percent"]
         if self.cfg["guidance_scale_form"] not in ("threestudio", "diffusers"):
             raise ValueError("cfg: guidance_scale_form must be 'threestudio' or 'diffusers'")
         if self.cfg["loss_name"] not in ("sds", "method"):
@@ -100,15 +106,22 @@ class MSDFastGuidance(torch.nn.Module):
         self.denoiser = denoiser
         T = denoiser.schedule.num_train_timesteps
         self.num_train_timesteps = T
-        self.set_min_max_steps(C(self.cfg["min_step_percent"], 0, 0), C(self.cfg["max_step_percent"], 0, 0))
+        self.min_step, self.max_step = int(0.02 * T), int(0.98 * T)  # reported if the estimator has no range
+        if self._explicit_range:
+            self.set_min_max_steps(C(self.cfg["min_step_percent"], 0, 0), C(self.cfg["max_step_percent"], 0, 0))
         s = float(C(self.cfg["guidance_scale"], 0, 0))
         w = s + 1.0 if self.cfg["guidance_scale_form"] == "threestudio" else s
-        opts = {"guidance_scale": w, "t_range": (self.min_step, self.max_step), **self.cfg["estimator"]}
+        opts: dict[str, Any] = {"guidance_scale": w}
+        if self._explicit_range:
+            opts["t_range"] = (self.min_step, self.max_step)
+        opts.update(self.cfg["estimator"])
         for k in ("psr_k", "psr_s"):
             if self.cfg[k] is not None:
                 opts[k] = self.cfg[k]
         self.method = str(self.cfg["method"]).lower()
         self.estimator = estimator_factory(self.method, denoiser, **opts)
+        if not self._explicit_range and hasattr(self.estimator, "t_min"):  # report the method's own range
+            self.min_step, self.max_step = int(self.estimator.t_min), int(self.estimator.t_max)
         self.grad_clip_val: float | None = None
         self.generator: torch.Generator | None = None
         if self.cfg["seed"] is not None:
@@ -135,8 +148,9 @@ class MSDFastGuidance(torch.nn.Module):
         if self.cfg["grad_clip"] is not None:
             self.grad_clip_val = C(self.cfg["grad_clip"], epoch, global_step)
         old = (self.min_step, self.max_step)
-        self.set_min_max_steps(C(self.cfg["min_step_percent"], epoch, global_step),
-                               C(self.cfg["max_step_percent"], epoch, global_step))
+        if self._explicit_range:
+            self.set_min_max_steps(C(self.cfg["min_step_percent"], epoch, global_step),
+                                   C(self.cfg["max_step_percent"], epoch, global_step))
         if (self.min_step, self.max_step) != old:
             if hasattr(self.estimator, "set_t_range"):
                 self.estimator.set_t_range((self.min_step, self.max_step))
@@ -209,8 +223,8 @@ def register_with_threestudio(name: str = "msdfast-guidance") -> Any:
             pretrained_model_name_or_path: str = ""
             guidance_scale: Any = 6.5
             guidance_scale_form: str = "threestudio"
-            min_step_percent: Any = 0.02
-            max_step_percent: Any = 0.98
+            min_step_percent: Any = None
+            max_step_percent: Any = None
             grad_clip: Any = None
             view_dependent_prompting: bool = True
             half_precision_weights: bool = True

@@ -19,8 +19,9 @@ __all__ = ["EmpiricalDenoiser"]
 class EmpiricalDenoiser(Denoiser):
     """D*(x; s) over `points` [N, d] (the condition is ignored: the sets are unconditional).
 
-    The points are kept in float32 (the query dtype is used for the computation; pass float64 queries
-    for a float64 evaluation). schedule: VP schedule of the eps form (default: the toy schedule).
+    The points are kept as given (float64 from `load_dataset`) and cast to the query dtype for the
+    computation: pass float64 queries for a float64 evaluation.
+    schedule: VP schedule of the eps form (default: the toy schedule).
     """
 
     def __init__(self, points: torch.Tensor, schedule: VPSchedule | None = None) -> None:

@@ -37,7 +37,7 @@ TOY_MODELS = {
 
 def _normalize(w: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """Each row to unit norm (EDM2's normalize on a [out, in] weight)."""
-    norm = torch.linalg.vector_norm(w, dim=1, keepdim=True, dtype=torch.float32)
+    norm = torch.linalg.vector_norm(w, dim=1, keepdim=True, dtype=torch.promote_types(w.dtype, torch.float32))
     norm = torch.add(eps, norm, alpha=math.sqrt(norm.numel() / w.numel()))
     return w / norm.to(w.dtype)
 

@@ -112,7 +112,9 @@ class GuidedEstimator(Estimator):
         self.clip = clip
         T = denoiser.schedule.num_train_timesteps
         self.t_min, self.t_max = resolve_t_range(t_range, T, self.default_t_range)
-        Guidance(denoiser, scale=1.0, psr_k=self.psr_k, psr_s=self.psr_s)  # validates psr_k / psr_s
+        for name, v in (("psr_k", self.psr_k), ("psr_s", self.psr_s)):
+            if not v > 0:
+                raise ValueError(f"{name}: must be positive, got {v}")
 
     # ------------------------------------------------------------------ helpers
     @property

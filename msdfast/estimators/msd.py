@@ -22,7 +22,8 @@ class MSD(GuidedEstimator):
 
     Options (plus `GuidedEstimator`'s: guidance_scale, guide, guidance_interval, psr_k, psr_s):
         solver: "stable" (eq. 15, Algorithm 2, default), "naive" (eq. 12), "posterior" (exact product sampling
-            by DDPM from s_t = lambda) or "tweedie" (its expectation, 1 NFE, zero variance).
+            by DDPM from s_t = lambda), "tweedie" (its expectation, 1 NFE, zero variance) or "exact" (closed-form
+            posterior sampling for a GMM denoiser without guidance: the oracle, 0 NFE).
         chains: N product samples per element of x (ignored by "tweedie").
         steps: solver steps T (for "posterior": at most, the steps below t_lambda are used).
         bandwidth: lambda0 (default sqrt(0.1), the paper's toy value).
@@ -31,14 +32,19 @@ class MSD(GuidedEstimator):
         lambda_min: termination: once lambda < lambda_min, `finished` is True and calls return g = 0, NFE 0.
         kernel_interval: (t_lo, t_hi): apply the kernel term only for solver steps starting at t inside.
         inversion_guidance_scale: CFG weight of the stable solver's DDIM inversion (default 1: conditional).
+        kernel_time: the stable solver's kernel-ODE time: "tau" = t / T (the paper's; lambda in its units) or
+            "ve" = s_t^2 / 2 (lambda = the data-space bandwidth of the kernel).
+        centers: the stable solver's kernel centres c_t: "inversion" (DDIM inversion trajectory of x, the
+            paper's practice) or "scaled" (alpha_t x, the eq. 12 centre; 0 inversion NFE).
         t_range: its t_max is the solver's top timestep (default T - 1); t_min is unused.
 
     NFE per call (batch B, N chains, T steps, c = 2 with CFG/autoguidance else 1, c_inv likewise for the
     inversion; with a guidance_interval only the steps inside count 2):
-        stable:    T B c_inv + T N B c
+        stable:    T B c_inv + T N B c   (centers="scaled": T N B c)
         naive:     T N B c
         posterior: min(T, t_lambda + 1) N B c
         tweedie:   B c
+        exact:     0
     """
 
     name = "msd"
@@ -48,7 +54,7 @@ class MSD(GuidedEstimator):
                  bandwidth: float = math.sqrt(0.1), bandwidth_schedule: str = "constant",
                  lambda_end: float | None = None, lambda_min: float = 1e-3,
                  kernel_interval: tuple[int, int] | None = None, inversion_guidance_scale: float = 1.0,
-                 **options: Any) -> None:
+                 kernel_time: str = "tau", centers: str = "inversion", **options: Any) -> None:
         super().__init__(denoiser, **options)
         if solver not in SOLVERS:
             raise ValueError(f"solver: expected one of {SOLVERS}, got {solver!r}")
@@ -62,6 +68,12 @@ class MSD(GuidedEstimator):
         self.bandwidth = BandwidthSchedule(float(bandwidth), bandwidth_schedule, lambda_end, float(lambda_min))
         self.kernel_interval = None if kernel_interval is None else tuple(int(v) for v in kernel_interval)
         self.inversion_guidance_scale = float(inversion_guidance_scale)
+        if kernel_time not in ("tau", "ve"):
+            raise ValueError(f"kernel_time: expected 'tau' or 've', got {kernel_time!r}")
+        self.kernel_time = kernel_time
+        if centers not in ("inversion", "scaled"):
+            raise ValueError(f"centers: expected 'inversion' or 'scaled', got {centers!r}")
+        self.centers = centers
 
     @property
     def lam(self) -> float:
@@ -84,6 +96,7 @@ class MSD(GuidedEstimator):
             opts.update(t_top=self.t_max, kernel_interval=self.kernel_interval)
         if self.solver == "stable":
             opts["inversion"] = self.guidance(cond, uncond, scale=self.inversion_guidance_scale, psr=False)
+            opts.update(kernel_time=self.kernel_time, centers=self.centers)
         y, info = product_sample(self.solver, guidance, x, lam, **opts)
         g = ops.chain_mean_shift(y, x)
         info = {k: v for k, v in info.items() if k in ("t_lambda", "lambda_eff", "grid")}

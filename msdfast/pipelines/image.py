@@ -149,7 +149,8 @@ def _default_device(device: str | None) -> str:
 def distill_image(cfg: ImageConfig, *, resume: bool = False, denoiser: Any = None,
                   estimator_factory: Callable[..., Any] | None = None,
                   stop_after: int | None = None) -> dict[str, Any]:
-    """Run (or resume) text-to-2D distillation; returns the metrics dict also written to metrics.json.
+    """Run (or resume) text-to-2D distillation; returns the metrics dict written to metrics.json, plus
+    "field" (the trained field module).
 
     denoiser: a loaded StableDiffusionDenoiser (default: load cfg.model). estimator_factory(method, denoiser,
     **options) builds the estimator (default msdfast.estimators.build). stop_after: stop (as if interrupted)
@@ -179,7 +180,7 @@ def distill_image(cfg: ImageConfig, *, resume: bool = False, denoiser: Any = Non
     cond, uncond = prompts.cond.to(device), prompts.uncond.to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
-    start, history = 0, []
+    start, history, converged = 0, [], False
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
         old = ck["config"]
@@ -191,7 +192,7 @@ def distill_image(cfg: ImageConfig, *, resume: bool = False, denoiser: Any = Non
         opt.load_state_dict(ck["optimizer"])
         load_estimator_state(est, ck["estimator"])
         _set_rng_states(gen, ck["rng"])
-        start, history = int(ck["step"]), list(ck["history"])
+        start, history, converged = int(ck["step"]), list(ck["history"]), bool(ck.get("converged", False))
     _write_json({**asdict(cfg), "device": device, "resolution": resolution,
                  "denoiser_dtype": str(denoiser.dtype)}, out / "config.json")
 
@@ -207,11 +208,13 @@ def distill_image(cfg: ImageConfig, *, resume: bool = False, denoiser: Any = Non
     def checkpoint(step: int) -> None:
         _atomic_save({"config": asdict(cfg), "field": fld.state_dict(), "optimizer": opt.state_dict(),
                       "estimator": estimator_state(est), "rng": _rng_states(gen), "step": step,
-                      "history": history}, ckpt_path)
+                      "history": history, "converged": converged}, ckpt_path)
 
     from tqdm.auto import tqdm
 
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    if converged:
+        end = start
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not cfg.progress, desc=cfg.method)
     for step in bar:
         t0 = time.perf_counter()
@@ -219,6 +222,11 @@ def distill_image(cfg: ImageConfig, *, resume: bool = False, denoiser: Any = Non
         img = fld.render()
         latents = img if fld.is_latent else denoiser.encode_images(img, generator=gen)
         res = est(latents, cond, uncond, generator=gen)
+        if res.info.get("finished", False):
+            # MSD's convergence criterion (paper sec. 4.4): the bandwidth fell below lambda_min. Stop before
+            # stepping, so AdamW's momentum does not keep moving theta on a zero gradient.
+            converged = True
+            break
         opt.zero_grad(set_to_none=True)
         res.loss.backward()
         opt.step()
@@ -237,7 +245,7 @@ def distill_image(cfg: ImageConfig, *, resume: bool = False, denoiser: Any = Non
             checkpoint(done)
     bar.close()
 
-    finished = (history[-1]["step"] + 1 if history else start) >= cfg.steps
+    finished = converged or (history[-1]["step"] + 1 if history else start) >= cfg.steps
     if finished:
         with torch.no_grad():
             img = fld.render()
@@ -247,7 +255,7 @@ def distill_image(cfg: ImageConfig, *, resume: bool = False, denoiser: Any = Non
         progress_strip(sorted((out / "snapshots").glob("step_*.png")), out / "progress.png")
         if cfg.ckpt_every:
             checkpoint(cfg.steps)
-    metrics = {"method": cfg.method, "steps_done": len(history), "finished": finished,
+    metrics = {"method": cfg.method, "steps_done": len(history), "finished": finished, "converged": converged,
                "total_nfe": sum(r["nfe"] for r in history),
                "nfe_per_step": (sum(r["nfe"] for r in history) / len(history)) if history else 0,
                "seconds": sum(r["seconds"] for r in history), "history": history}

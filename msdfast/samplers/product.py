@@ -17,6 +17,8 @@ Solvers (all on the one fused step `guided_step` = predict + `ops.ddim_step`):
             observation x = y + lambda n; start at z = alpha_{t_lambda} x with s_{t_lambda} = lambda and run
             DDPM (eta = 1) down to clean data.
   tweedie   its expectation in 1 NFE: E[y] = D(alpha_{t_lambda} x, t_lambda) (zero variance).
+  exact     direct sampling from the closed-form posterior of a Gaussian mixture (`gmm_product_sample`):
+            the oracle, for GMM denoisers (msdfast.denoisers.gmm.GMMDenoiser) without guidance, 0 NFE.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from .. import ops
 from .ddim import ddim_invert
 from .guidance import Guidance, guided_step
 
-SOLVERS = ("stable", "naive", "posterior", "tweedie")
+SOLVERS = ("stable", "naive", "posterior", "tweedie", "exact")
 
 
 def _rep(c: torch.Tensor, n: int) -> torch.Tensor:
@@ -90,8 +92,8 @@ def naive_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: in
 
 def stable_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: int = 1, steps: int = 10,
                    t_top: int | None = None, kernel_interval: tuple[int, int] | None = None,
-                   inversion: Guidance | None = None, generator: torch.Generator | None = None,
-                   ) -> tuple[torch.Tensor, dict[str, Any]]:
+                   inversion: Guidance | None = None, kernel_time: str = "tau", centers: str = "inversion",
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """Stable product solver (MSD paper eq. 15, Algorithm 2 "stable").
 
     1. Centres: the DDIM inversion trajectory {c_t} of x on the solver's grid (`inversion` guidance, default
@@ -99,17 +101,33 @@ def stable_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: i
     2. z_T = c_T + (eps - c_T) exp(-dtau / lambda^2), eps ~ N(0, I), dtau the grid step in tau = t / T.
     3. Each step: z' = DDIM(z, eps_g, t -> t') then z = c_t' + (z' - c_t') exp(-|tau_t - tau_t'| / lambda^2)
        (fused in ops.ddim_step); outside kernel_interval (judged at t) the decay is 1 (plain DDIM).
+    kernel_time: the time unit of the kernel ODE. "tau" (default; the paper's, MATH.md): tau = t / T, so lambda
+       is in the paper's units (its fig. 5 sweeps 1e3 .. 1e-2). "ve": the probability-flow time of the VE
+       variable, dtau = (s_t^2 - s_t'^2) / 2 (EDM: dx/ds = -s score), under which lambda is the bandwidth of
+       the data-space kernel exp(-|x - y|^2 / (2 lambda^2)) and the solver approaches exact product sampling
+       at small t (msdfast's addition; measured in tests/test_estimators_msd.py).
+    centers: "inversion" (the paper's practice) or "scaled" (c_t = alpha_t x, eq. 12's centre, no inversion).
     NFE = steps B (x 2 if the inversion uses CFG) + steps N B (x 2 for steps with CFG).
     """
     _check(x, lam, chains, steps)
     sch, dev = guidance.schedule, x.device
     grid = product_grid(guidance, steps, t_top)
-    inv = inversion if inversion is not None else Guidance(guidance.denoiser, guidance.cond)
-    traj = ddim_invert(inv, x, steps, grid[-1], trajectory=True)
+    if centers == "inversion":
+        inv = inversion if inversion is not None else Guidance(guidance.denoiser, guidance.cond)
+        traj = ddim_invert(inv, x, steps, grid[-1], trajectory=True)
+    elif centers == "scaled":
+        traj = [(t, x * sch.alpha(t, device=dev).to(x.dtype)) for t in grid]
+    else:
+        raise ValueError(f"centers: expected 'inversion' or 'scaled', got {centers!r}")
     centers = {t: c for t, c in traj}
     if sorted(centers) != sorted(set(grid)):
         raise RuntimeError("internal: inversion grid does not match the product grid")
-    tau = lambda t: float(t) / sch.num_train_timesteps  # noqa: E731  (schedule.tau, without a device sync)
+    if kernel_time == "tau":
+        tau = lambda t: float(t) / sch.num_train_timesteps  # noqa: E731  (schedule.tau, without a device sync)
+    elif kernel_time == "ve":
+        tau = lambda t: 0.5 * float(sch.ve_sigma(t, dtype=torch.float64)) ** 2  # noqa: E731
+    else:
+        raise ValueError(f"kernel_time: expected 'tau' or 've', got {kernel_time!r}")
     desc = grid[::-1]
     cT = _rep(centers[desc[0]], chains)
     eps = torch.randn(cT.shape, generator=generator, device=dev, dtype=x.dtype)
@@ -127,7 +145,7 @@ def posterior_level(guidance: Guidance, lam: float) -> tuple[int, float]:
     """(t_lambda, s_{t_lambda}): the timestep whose VE level is closest to lambda (log scale) and its level."""
     sch = guidance.schedule
     t = int(sch.t_for_ve_sigma(lam))
-    return t, float(sch.ve_sigma(t, dtype=torch.float64))
+    return t, float(sch.ve_sigma(t))   # the float32 level the denoiser protocol sees
 
 
 def posterior_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: int = 1, steps: int = 10,
@@ -162,12 +180,59 @@ def tweedie_product(guidance: Guidance, x: torch.Tensor, lam: float, **_: Any) -
     t_lam, lam_eff = posterior_level(guidance, lam)
     z = x * sch.alpha(t_lam, device=dev).to(x.dtype)
     eps = guidance.eps(z, t_lam, tag="msd-tweedie")
-    y = x - float(sch.ve_sigma(t_lam, dtype=torch.float64)) * eps   # D = (z - sigma eps) / alpha
+    y = x - lam_eff * eps   # D = (z - sigma eps) / alpha = x - s eps
     return y.to(x.dtype), {"t_lambda": t_lam, "lambda_eff": lam_eff}
 
 
+def gmm_product_sample(gmm: Any, x: torch.Tensor, lam: float, n: int = 1,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """n exact samples per point of q(y | x) ~ p(y) N(x; y, lam^2 I) for a 2D GMM, chain-major [n*B, 2].
+
+    MATH.md sec. 2: r_k ~ phi_k N(x; mu_k, S_k + lam^2 I); y | k ~ N(m_k, C_k), C_k = (S_k^-1 + lam^-2 I)^-1,
+    m_k = C_k (S_k^-1 mu_k + lam^-2 x). gmm: msdfast.toy.datasets.GMM. Computed in float64 on x's device.
+    """
+    _check(x, lam, n, 1)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"x: expected [B, 2] points, got {tuple(x.shape)}")
+    dev, dt = x.device, torch.float64
+    x64 = x.to(dt)
+    w, mu, S = gmm.weights.to(dev, dt), gmm.means.to(dev, dt), gmm.covs.to(dev, dt)
+    eye = torch.eye(2, dtype=dt, device=dev)
+    C = S + lam * lam * eye                                                       # [K, 2, 2]
+    diff = x64[:, None, :] - mu[None]                                             # [B, K, 2]
+    maha = torch.einsum("bki,kij,bkj->bk", diff, torch.linalg.inv(C), diff)
+    logits = w.log()[None] - 0.5 * maha - 0.5 * torch.logdet(C)[None]             # log r_k + const
+    # [B, n] component draws, then chain-major [n*B]
+    k = torch.multinomial(torch.softmax(logits, 1), n, replacement=True, generator=generator).t().reshape(-1)
+    Sinv = torch.linalg.inv(S)
+    Ck = torch.linalg.inv(Sinv + eye / lam**2)                                    # [K, 2, 2]
+    xr = x64.repeat(n, 1)
+    mk = torch.einsum("nij,nj->ni", Ck[k], torch.einsum("nij,nj->ni", Sinv[k], mu[k]) + xr / lam**2)
+    e = torch.randn(xr.shape, dtype=dt, device=dev, generator=generator)
+    return (mk + torch.einsum("nij,nj->ni", torch.linalg.cholesky(Ck)[k], e)).to(x.dtype)
+
+
+def exact_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: int = 1,
+                  generator: torch.Generator | None = None, **_: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The oracle product sampler for a GMM denoiser (`gmms` attribute; class ids as cond), 0 NFE."""
+    den = guidance.denoiser
+    gmms = getattr(den, "gmms", None)
+    if gmms is None:
+        raise ValueError("solver: 'exact' needs a Gaussian-mixture denoiser (msdfast.denoisers.gmm.GMMDenoiser)")
+    if guidance.scale != 1.0 or guidance.psr_k != 1.0:
+        raise ValueError("solver: 'exact' samples the unguided mixture; set guidance_scale = 1 and psr_k = 1")
+    ids = den._class_ids(guidance.cond, x.shape[0], x.device) if hasattr(den, "_class_ids") else None
+    if ids is None:
+        return gmm_product_sample(gmms[0], x, lam, chains, generator), {"lambda_eff": lam}
+    y = torch.empty((chains,) + tuple(x.shape), dtype=x.dtype, device=x.device)
+    for c in ids.unique().tolist():
+        m = ids == c
+        y[:, m] = gmm_product_sample(gmms[c], x[m], lam, chains, generator).reshape(chains, -1, 2)
+    return y.reshape(-1, 2), {"lambda_eff": lam}
+
+
 _SOLVER_FNS = {"stable": stable_product, "naive": naive_product, "posterior": posterior_product,
-               "tweedie": tweedie_product}
+               "tweedie": tweedie_product, "exact": exact_product}
 
 
 def product_sample(solver: str, guidance: Guidance, x: torch.Tensor, lam: float,

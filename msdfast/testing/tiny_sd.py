@@ -117,3 +117,11 @@ def tiny_sd_path(prediction_type: str = "epsilon", root: str | os.PathLike | Non
                 make_tiny_sd(folder, prediction_type=prediction_type)
             _cache[key] = folder
         return _cache[key]
+
+
+if __name__ == "__main__":  # python -m msdfast.testing.tiny_sd OUT_DIR [epsilon|v_prediction]
+    import sys
+
+    if len(sys.argv) < 2:
+        raise SystemExit("usage: python -m msdfast.testing.tiny_sd OUT_DIR [epsilon|v_prediction]")
+    print(make_tiny_sd(sys.argv[1], prediction_type=sys.argv[2] if len(sys.argv) > 2 else "epsilon"))

@@ -24,7 +24,8 @@ from .. import ops
 from ..schedule import VPSchedule
 
 __all__ = ["GMM", "tree_gmm", "spiral_points", "pinwheel_points", "load_dataset", "ToyDataset",
-           "toy_schedule", "TOY_SCHEDULE", "TOY_S_MIN", "TOY_S_MAX", "TREE_CLASSES", "TREE_CLASS_IDS", "DATASETS", "FFJORD_SCALE"]
+           "toy_schedule", "TOY_SCHEDULE", "TOY_S_MIN", "TOY_S_MAX",
+           "TREE_CLASSES", "TREE_CLASS_IDS", "DATASETS", "FFJORD_SCALE"]
 
 # Class ids used as conditions by the tree denoisers: A, B, and A+B (the "unconditional" class for CFG).
 TREE_CLASSES = ("A", "B", "AB")
@@ -80,6 +81,14 @@ class GMM:
             raise ValueError(f"covs: expected shape [{K}, 2, 2], got {tuple(self.covs.shape)}")
         self.weights = self.weights / self.weights.sum()
         self._chol = torch.linalg.cholesky(self.covs)  # raises if a covariance is not positive definite
+        self._device_copies: dict[str, tuple[torch.Tensor, ...]] = {}
+
+    def _params_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(weights, means, covs) on device, copied once per device (no per-call host->device transfer)."""
+        key = str(device)
+        if key not in self._device_copies:
+            self._device_copies[key] = tuple(t.to(device) for t in (self.weights, self.means, self.covs))
+        return self._device_copies[key]
 
     @property
     def num_components(self) -> int:
@@ -108,7 +117,7 @@ class GMM:
         sv = sv.expand(x.shape[0]) if sv.ndim == 0 else sv.reshape(-1)
         if sv.shape[0] != x.shape[0]:
             raise ValueError(f"s: expected a scalar or [{x.shape[0]}] noise levels, got {tuple(sv.shape)}")
-        w, m, c = (t.to(dev) for t in (self.weights, self.means, self.covs))
+        w, m, c = self._params_on(dev)
         scores, logps = [], []
         for i in range(0, x.shape[0], _CHUNK):
             sc, lp = ops.gmm_score(x64[i:i + _CHUNK], w, m, c, sv[i:i + _CHUNK])

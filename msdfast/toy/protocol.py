@@ -12,10 +12,15 @@
   `evaluate` scores final points with `msdfast.toy.metrics` (NLL, precision/recall k = 3, MMD).
 
 Cost (why the defaults are what they are): one evaluation of the tree's exact GMM denoiser on M points is
-M x 1016 Gaussian components in float64. MSD's stable solver spends (inversion steps + solver steps) x chains
-such evaluations per gradient. The paper uses 1e3 Monte Carlo samples per estimate; msdfast uses few chains
-and few solver steps (`MSD_FAST`), which keeps the estimator's MEAN (what Adam follows over 150 steps) and
-only raises its per-step variance -- table 3 measures exactly that trade (eq. 17 is independent of N).
+M x 1016 Gaussian components in float64 (~0.06-0.09 s of one CPU core for M = 1024). MSD's stable solver
+spends (inversion steps + solver steps x chains) such evaluations per gradient. The paper uses 1e3 Monte Carlo
+samples per estimate; msdfast runs 1 chain of 10 solver steps (`MSD_FAST`: 20 NFE per target per step for
+"stable", <= 10 for "posterior", 1 for "tweedie"). Fewer chains keep the estimator's mean (what Adam follows
+over 150 steps) and only raise its per-step variance (eq. 17 is independent of N). Fewer solver STEPS are not
+free for the stable solver: its last step scales y - x by exp(-dtau / lambda^2) with dtau = 1 / steps, so at
+10 steps its gradient keeps the mean shift's direction but shrinks like exp(-0.1 / lambda^2) as lambda decays
+(about 1e-3 of the exact mean shift at lambda = 0.16 and exactly 0 in float32 below lambda ~ 0.07), which
+freezes Adam's targets early. The exact-posterior and Tweedie solvers have no such bias.
 """
 from __future__ import annotations
 
@@ -79,7 +84,7 @@ class MethodSpec:
 
 # MSD solver settings of the study. The paper: 1e3 Monte Carlo samples per estimate. Here: 1 chain and few
 # steps, whose mean is the same product-density mean shift (module doc; table 3 measures the variance).
-MSD_FAST = (("bandwidth", LAMBDA_0), ("bandwidth_schedule", "linear"), ("chains", 1), ("steps", 5))
+MSD_FAST = (("bandwidth", LAMBDA_0), ("bandwidth_schedule", "linear"), ("chains", 1), ("steps", 10))
 
 METHOD_SPECS: dict[str, MethodSpec] = {m.key: m for m in (
     MethodSpec("ddim", "DDIM (reference)", None),
@@ -92,10 +97,16 @@ METHOD_SPECS: dict[str, MethodSpec] = {m.key: m for m in (
     MethodSpec("msd-naive", "MSD (naive eq. 12)", "msd", (("solver", "naive"),) + MSD_FAST),
     MethodSpec("msd-posterior", "MSD (exact posterior)", "msd", (("solver", "posterior"),) + MSD_FAST),
     MethodSpec("msd-tweedie", "MSD (Tweedie)", "msd", (("solver", "tweedie"),) + MSD_FAST),
+    # Not in the paper: the zero-variance Tweedie estimator with a smaller initial bandwidth. lambda_0 =
+    # sqrt(0.1) smooths the tree so much that the exact mean shift sends every target to a few modes
+    # (recall ~0.01); lambda_0 = 0.05 keeps the branches apart (msdfast's measured improvement, README).
+    MethodSpec("msd-tweedie-0.05", "MSD (Tweedie, λ0 0.05)", "msd",
+               (("solver", "tweedie"),) + MSD_FAST + (("bandwidth", 0.05),)),
 )}
 PAPER_METHODS = ("ddim", "sds", "vsd", "sdi", "msd")
-DEFAULT_METHODS = ("ddim", "sds", "vsd", "sdi", "msd", "msd-posterior", "msd-tweedie")
-FULL_METHODS = ("ddim", "sds", "vsd", "sdi", "asd", "dsd", "msd", "msd-naive", "msd-posterior", "msd-tweedie")
+DEFAULT_METHODS = ("ddim", "sds", "vsd", "sdi", "msd", "msd-posterior", "msd-tweedie", "msd-tweedie-0.05")
+FULL_METHODS = ("ddim", "sds", "vsd", "sdi", "asd", "dsd", "msd", "msd-naive", "msd-posterior", "msd-tweedie",
+                "msd-tweedie-0.05")
 LABELS = {k: m.label for k, m in METHOD_SPECS.items()}
 
 
@@ -292,23 +303,33 @@ def optimise(world: World, spec: MethodSpec, cfg: ProtocolConfig, seed: int,
                       _scalar_info(info), probe)
 
 
+# Estimators whose state is tied to the particle batch (DSD fixes one seed eps* per particle): efficiency and
+# landscapes rebuild them for every call, so repeated estimates are independent (a new seed each).
+PER_PARTICLE_STATE = ("dsd",)
+
+
 def probed_estimator(world: World, spec: MethodSpec, cfg: ProtocolConfig, state: dict[str, Any] | None,
                      progress: float) -> Any:
     """A fresh estimator restored to its state at `progress` of the run (optimise(probe_at=...)), or, without
     a saved state, just advanced there with update_step."""
     est = make_estimator(world, spec, cfg)
-    if state is not None and hasattr(est, "load_state_dict"):
+    if state is not None and hasattr(est, "load_state_dict") and spec.estimator not in PER_PARTICLE_STATE:
         est.load_state_dict(copy.deepcopy(state))
     else:
         est.update_step(min(int(round(progress * (cfg.steps - 1))), cfg.steps - 1), cfg.steps)
     return est
 
 
-def estimate_fn(world: World, est: Any) -> Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, int]]:
-    """(points, generator) -> (g, NFE incl. the guide's) for msdfast.toy.efficiency / landscape."""
+def estimate_fn(world: World, spec: MethodSpec, cfg: ProtocolConfig, state: dict[str, Any] | None,
+                progress: float) -> Callable[[torch.Tensor, torch.Generator | None], tuple[torch.Tensor, int]]:
+    """(points, generator) -> (g, NFE incl. the guide's) of the estimator as it was at `progress` of its run,
+    for msdfast.toy.efficiency / landscape. The estimator's progress is frozen (no update_step between calls)."""
+    est = probed_estimator(world, spec, cfg, state, progress)
+
     def fn(pts: torch.Tensor, gen: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
+        e = probed_estimator(world, spec, cfg, None, progress) if spec.estimator in PER_PARTICLE_STATE else est
         n0 = world.total_nfe()
-        out = est(pts, world.cond(pts.shape[0]), world.uncond(pts.shape[0]), generator=gen)
+        out = e(pts, world.cond(pts.shape[0]), world.uncond(pts.shape[0]), generator=gen)
         return out.grad, world.total_nfe() - n0
     return fn
 

@@ -12,9 +12,9 @@ fig_landscape_<column>.png (fig. 1/3: reconstructed loss landscape per method), 
 already done with the same configuration).
 
 DEFAULT (no options): tree, class A, ideal (exact GMM) denoiser; rows DDIM, SDS, VSD, SDI, MSD (stable) and
-the exact-posterior and Tweedie MSD variants; a 24 x 24 grid of targets, 150 Adam steps (lr 0.08); table 3
-(efficiency) for SDS, VSD, SDI and the MSD variants; landscapes on a 32 x 32 grid. MSD uses the solver
-settings of `DEFAULT_MSD` (see protocol.py for why few chains suffice).
+the exact-posterior and Tweedie MSD variants; a 32 x 32 grid of 1024 targets, 150 Adam steps (lr 0.08); table 3
+(efficiency) for SDS, VSD, SDI and the MSD variants on a 16 x 16 grid with 16 repeats; landscapes on a 32 x 32
+grid. MSD runs 1 chain of 10 solver steps per gradient (protocol.MSD_FAST; the paper: 1e3 Monte Carlo samples).
 """
 from __future__ import annotations
 
@@ -31,12 +31,13 @@ from tqdm.auto import tqdm
 
 from . import report
 from .plots import plot_panels
-from .protocol import (DEFAULT_METHODS, FULL_COLUMNS, FULL_METHODS, LABELS, METHOD_SPECS, ColumnSpec, grid_points,
-                       ProtocolConfig, build_world, estimate_fn, evaluate, log_density, make_estimator, optimise,
-                       probed_estimator)
+from .protocol import (DEFAULT_METHODS, FULL_COLUMNS, FULL_METHODS, LABELS, METHOD_SPECS, ColumnSpec,
+                       ProtocolConfig, build_world, estimate_fn, evaluate, grid_points, log_density, make_estimator,
+                       optimise)
 
-DEFAULT_GRID = 24
+DEFAULT_GRID = 32
 EFF_METHODS = ("sds", "vsd", "sdi", "msd", "msd-naive", "msd-posterior", "msd-tweedie", "asd", "dsd")
+# (msd-tweedie-0.05 has the same zero variance as msd-tweedie: no separate efficiency cell)
 PROBE_AT = 0.5   # efficiency and landscapes are measured on each estimator as it was half-way through its run
 
 
@@ -63,7 +64,7 @@ def add_toy_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=int, default=150, help="Adam steps (paper: 150)")
     g.add_argument("--lr", type=float, default=0.08, help="Adam learning rate (paper: 0.08)")
     g.add_argument("--grid", type=int, default=None,
-                   help=f"targets per axis over [-1.5, 1.5]^2 (default {DEFAULT_GRID}; --full 32)")
+                   help=f"targets per axis over [-1.5, 1.5]^2 (default {DEFAULT_GRID}: 1024 targets)")
     g.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds; metrics are averaged over them")
     g.add_argument("--n-data", type=int, default=10_000, help="data samples (paper: 1e4)")
     g.add_argument("--ddim-steps", type=int, default=32, help="DDIM steps of the reference row (paper: 32)")
@@ -75,7 +76,7 @@ def add_toy_arguments(parser: argparse.ArgumentParser) -> None:
                    help="estimator option for one row (e.g. sdi.inversion_steps=10)")
     g.add_argument("--out", default="toy_results", help="output folder (default: ./toy_results)")
     g.add_argument("--full", action="store_true",
-                   help="the complete grid of tables 1-3: 8 columns x 10 rows, 32 x 32 targets (hours on 2 CPU cores)")
+                   help="the complete grid of tables 1-3: 8 columns x 10 rows (hours on 2 CPU cores)")
     g.add_argument("--resume", action="store_true", help="skip cells already completed in --out with the same config")
     g.add_argument("--no-efficiency", action="store_true", help="skip table 3")
     g.add_argument("--no-landscape", action="store_true", help="skip the landscape figures")
@@ -84,6 +85,7 @@ def add_toy_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--landscape-grid", type=int, default=32, help="landscape grid points per axis")
     g.add_argument("--landscape-nfe", type=int, default=64,
                    help="NFE budget per landscape point: repeats = budget / the method's NFE per estimate")
+    g.add_argument("--figure-resolution", type=int, default=100, help="density grid of the point figures")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -123,6 +125,7 @@ class Plan:
     landscape_grid: int = 32
     landscape_nfe: int = 64
     progress: bool = True
+    figure_resolution: int = 100
 
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
@@ -141,7 +144,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     methods = list(args.methods or (FULL_METHODS if full else DEFAULT_METHODS))
     if args.steps < 1:
         raise ValueError("steps: must be >= 1")
-    grid = args.grid or (32 if full else DEFAULT_GRID)
+    grid = args.grid or DEFAULT_GRID
     if grid < 2:
         raise ValueError("grid: must be >= 2")
     options: dict[str, dict[str, Any]] = {}
@@ -156,7 +159,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     return Plan(columns, methods, list(args.seeds), cfg, Path(args.out), bool(args.resume),
                 not args.no_efficiency, not args.no_landscape,
                 [m for m in methods if m in EFF_METHODS], args.eff_grid, args.eff_repeats,
-                args.landscape_grid, args.landscape_nfe, not args.no_progress)
+                args.landscape_grid, args.landscape_nfe, not args.no_progress, args.figure_resolution)
 
 
 def run_toy(args: argparse.Namespace) -> int:
@@ -169,10 +172,14 @@ def run_toy(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     plan = plan_from_args(args)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     results = run_study(plan)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    (plan.out / "timing.json").write_text(json.dumps({"wall_seconds": wall, "cpu_seconds": cpu,
+                                                      "threads": torch.get_num_threads()}))
     print(report.markdown(results, LABELS))
-    print(f"wrote {plan.out}/results.md, results.json, points.npz and figures in {time.perf_counter() - t0:.0f} s")
+    print(f"wrote {plan.out}/results.md, results.json, points.npz and figures in {wall:.0f} s "
+          f"({cpu:.0f} s CPU, {torch.get_num_threads()} threads)")
     return 0
 
 
@@ -303,7 +310,6 @@ def run_study(plan: Plan) -> dict[str, Any]:
 
     if plan.efficiency:
         from .efficiency import measure_efficiency
-        from .protocol import grid_points
         for col in eff_cols:
             for m in plan.eff_methods:
                 key = f"{col.key}|{m}"
@@ -315,8 +321,7 @@ def run_study(plan: Plan) -> dict[str, Any]:
                 rec = store.load("eff", key, extra)
                 if rec is None:
                     world = world_of(col)
-                    est = probed_estimator(world, METHOD_SPECS[m], plan.cfg, states.get(key), PROBE_AT)
-                    fn = estimate_fn(world, est)
+                    fn = estimate_fn(world, METHOD_SPECS[m], plan.cfg, states.get(key), PROBE_AT)
 
                     def counted(p: torch.Tensor, g: torch.Generator, fn: Any = fn) -> tuple[torch.Tensor, int]:
                         r = fn(p, g)
@@ -346,13 +351,16 @@ def run_study(plan: Plan) -> dict[str, Any]:
                 rec = store.load("land", key, extra)
                 if rec is None:
                     world = world_of(col)
-                    est = probed_estimator(world, spec, plan.cfg, states.get(key), PROBE_AT)
-                    fn = estimate_fn(world, est)
+                    fn = estimate_fn(world, spec, plan.cfg, states.get(key), PROBE_AT)
                     gen = torch.Generator().manual_seed(plan.cfg.seed)
-                    # NFE per estimate from one probe call; repeats fill the per-point NFE budget.
-                    probe_pts = torch.zeros(4, 2)
-                    _, probe_nfe = fn(probe_pts, gen)
-                    repeats = int(np.clip(plan.landscape_nfe // max(probe_nfe / 4, 1), 1, 64))
+                    # NFE per estimate from two probe calls; repeats fill the per-point NFE budget, except for
+                    # deterministic estimators (Tweedie MSD, SDI at a fixed t), for which one pass is exact.
+                    probe_pts = grid_points(3)
+                    g1, probe_nfe = fn(probe_pts, gen)
+                    g2, _ = fn(probe_pts, gen)
+                    deterministic = bool(torch.equal(g1, g2))
+                    repeats = 1 if deterministic else int(np.clip(
+                        plan.landscape_nfe // max(probe_nfe / probe_pts.shape[0], 1), 1, 64))
                     land = reconstruct_landscape(lambda p: fn(p, gen)[0], n=plan.landscape_grid, repeats=repeats)
                     store.save("land", key, {"repeats": repeats}, land, extra=extra)
                     rec = {"arrays": land}
@@ -369,8 +377,8 @@ def run_study(plan: Plan) -> dict[str, Any]:
         world = world_of(col)
         panels = [{"title": LABELS[m], "samples": torch.as_tensor(points[f"{col.key}|{m}"])}
                   for m in methods if f"{col.key}|{m}" in points]
-        plot_panels(out / f"fig_points_{_safe(col.key)}.png", panels, log_density(world), resolution=120,
-                    panel_size=2.4)
+        plot_panels(out / f"fig_points_{_safe(col.key)}.png", panels, log_density(world),
+                    resolution=plan.figure_resolution, panel_size=2.4)
         if col.key in landscapes:
             lp = [(LABELS[m], landscapes[col.key][m]) for m in methods if m in landscapes[col.key]]
             report.plot_landscapes(out / f"fig_landscape_{_safe(col.key)}.png", lp,

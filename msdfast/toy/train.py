@@ -1,7 +1,7 @@
 """`msdfast toy train`: train the learned toy denoisers (MATH.md sec. 3; Karras et al. 2024 public toy recipe).
 
 Recipe: ToyMLP (msdfast.denoisers.mlp) regressing a target score with loss weight s^2,
-    loss = mean_b s_b^2 |score_target(x_b; s_b) - grad log p_theta(x_b; s_b)|^2 / 2 (mean over the 2 dims),
+    loss = mean_b s_b^2 mean_j (score_target(x_b; s_b) - grad log p_theta(x_b; s_b))_j^2,
 s ~ logN(P_mean = -2.3, P_std = 1.5), batch 4096, Adam betas (0.9, 0.99), lr 1e-2 / sqrt(max(it / 512, 1)),
 power-function EMA with relative std 0.010 (EDM2 eq. 127: beta = (1 - 1/(it+1))^(gamma+1)).
 
@@ -146,14 +146,16 @@ def _load_ckpt(path: Path, net: ToyMLP, ema: ToyMLP, opt: torch.optim.Adam, gen:
 
 
 def train_toy_mlp(recipe: Recipe, out: str | Path | None = None, *, resume: bool = False, ckpt_every: int = 256,
-                  progress: bool = True) -> tuple[ToyMLP, dict]:
-    """Train one toy model; returns (EMA model, info). With `out`, writes out (+ a checkpoint beside it)."""
+                  stop_at: int | None = None, progress: bool = True) -> tuple[ToyMLP, dict]:
+    """Train one toy model; returns (EMA model, info). With `out`, writes out (+ a checkpoint beside it).
+
+    stop_at: leave after that many iterations with a checkpoint written (a time-boxed run; `resume` continues).
+    """
     t0 = time.perf_counter()
     torch.manual_seed(recipe.seed)
     net = ToyMLP(recipe.hidden_dim, recipe.num_layers, recipe.sigma_data).train().requires_grad_(True)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), betas=(0.9, 0.99))
-    gen = torch.Generator().manual_seed(recipe.seed)
     targets = _Targets(recipe, torch.Generator().manual_seed(recipe.seed + 1), progress)
     gen = targets.gen  # the batch stream is the one RNG state a checkpoint must carry
     out = None if out is None else Path(out)
@@ -179,8 +181,14 @@ def train_toy_mlp(recipe: Recipe, out: str | Path | None = None, *, resume: bool
         losses.append(loss.detach().item())
         if it % 32 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-32:]):.4f}")
-        if ckpt is not None and ckpt_every > 0 and (it + 1) % ckpt_every == 0 and it + 1 < recipe.iterations:
-            _save_ckpt(ckpt, it + 1, net, ema, opt, gen, recipe)
+        done = it + 1
+        stop = stop_at is not None and done >= stop_at and done < recipe.iterations
+        if ckpt is not None and done < recipe.iterations and (stop or (ckpt_every > 0 and done % ckpt_every == 0)):
+            _save_ckpt(ckpt, done, net, ema, opt, gen, recipe)
+        if stop:
+            bar.close()
+            return ema.eval(), {"recipe": asdict(recipe), "stopped_at": done,
+                                "seconds": time.perf_counter() - t0}
     info = {"recipe": asdict(recipe), "final_loss": float(np.mean(losses[-64:])) if losses else None,
             "seconds": time.perf_counter() - t0, "torch_threads": torch.get_num_threads()}
     ema.eval()
@@ -195,7 +203,8 @@ def train_toy_mlp(recipe: Recipe, out: str | Path | None = None, *, resume: bool
 # ----------------------------------------------------------------------------------------- CLI
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `msdfast toy train` (routed here by msdfast.toy.study)."""
-    parser.add_argument("models", nargs="*", default=[], metavar="MODEL", help=f"models to train (default: all): {', '.join(RECIPES)}")
+    parser.add_argument("models", nargs="*", default=[], metavar="MODEL",
+                        help=f"models to train (default: all): {', '.join(RECIPES)}")
     parser.add_argument("--out-dir", default=str(WEIGHTS_DIR),
                         help="where <model>.safetensors go (default: the package's shipped weights folder)")
     parser.add_argument("--iterations", type=int, default=None, help="override the recipe's iteration count")

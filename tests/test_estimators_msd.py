@@ -1,0 +1,193 @@
+"""MSD estimator and product samplers against MATH.md sec. 2's oracles (tree GMM, Tweedie, NFE formulas)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from estimator_helpers import GaussianDenoiser, IsoMixtureDenoiser, gmm_mean_shift, small_gmm
+from msdfast.denoisers.gmm import GMMDenoiser, tree_denoiser
+from msdfast.estimators import build
+from msdfast.samplers.guidance import Guidance, guided_step
+from msdfast.samplers.product import gmm_product_sample, product_grid, stable_product
+from msdfast.samplers.schedules import BandwidthSchedule
+from msdfast.toy.datasets import toy_schedule, tree_gmm
+
+X_TREE = torch.tensor([[0.5, 0.2]], dtype=torch.float64)
+ORACLE_TREE = torch.tensor([-0.011183, 0.013226], dtype=torch.float64)   # MATH.md's example value
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_oracle_value_matches_math_md() -> None:
+    got = gmm_mean_shift(tree_gmm("A"), X_TREE, 0.1)[0]
+    torch.testing.assert_close(got, ORACLE_TREE, atol=2e-6, rtol=0)
+
+
+def test_exact_product_sampler_mean_is_the_mean_shift() -> None:
+    """Single-sample estimates y - x with exact product samples: mean = lambda^2 grad log p_lambda within MC error."""
+    n = 40000
+    est = build("msd", GMMDenoiser(tree_gmm("A")), solver="exact", chains=n, bandwidth=0.1)
+    out = est(X_TREE, generator=gen(1))
+    assert out.nfe == 0
+    shift = -out.grad[0]                                   # g = x - mean y
+    se = (out.info["samples"] - X_TREE).std(0) / math.sqrt(n)
+    assert torch.all((shift - ORACLE_TREE).abs() < 4 * se), (shift, ORACLE_TREE, se)
+    assert torch.all(se < ORACLE_TREE.abs() / 10)          # the test resolves the value (sign, factor 2)
+
+
+def test_exact_product_sampler_per_class_condition() -> None:
+    x = X_TREE.repeat(2, 1)
+    est = build("msd", tree_denoiser(), solver="exact", chains=20000, bandwidth=0.1)
+    out = est(x, torch.tensor([0, 1]), generator=gen(2))
+    oracle_b = gmm_mean_shift(tree_gmm("B"), X_TREE, 0.1)[0]
+    assert (-out.grad[1] - oracle_b).abs().max() < 0.01 and (-out.grad[0] - ORACLE_TREE).abs().max() < 0.003
+
+
+def test_tweedie_matches_oracle_to_float_precision() -> None:
+    gmm = tree_gmm("A")
+    est = build("msd", GMMDenoiser(gmm), solver="tweedie", bandwidth=0.1)
+    out = est(X_TREE)
+    lam = out.info["lambda_eff"]
+    assert abs(lam - 0.1) < 0.002 and out.nfe == 1
+    torch.testing.assert_close(-out.grad, gmm_mean_shift(gmm, X_TREE, lam), atol=1e-12, rtol=1e-9)
+
+
+def test_posterior_sampler_converges_with_steps() -> None:
+    """Exact-for-an-exact-denoiser product sampling: the bias of the mean shrinks as DDPM steps grow.
+
+    Measured with 20000 chains (lambda 0.2, t_lambda 434): error 0.083 (4 steps), 0.079 (8), 0.027 (32),
+    0.0082 (128), 0.0020 (all 435 steps; MC se 0.0019). One step is Tweedie itself (exact mean, no variance).
+    """
+    den = IsoMixtureDenoiser(toy_schedule(), [0.6, 0.4], [[0.3, 0.1], [-0.3, 0.2]], [0.002, 0.004])
+    x, n = torch.tensor([[0.05, 0.3]], dtype=torch.float64), 2000
+    errs = {}
+    for steps in (1, 4, 64):
+        out = build("msd", den, solver="posterior", chains=n, steps=steps, bandwidth=0.2)(x, generator=gen(3))
+        errs[steps] = (-out.grad - den.mean_shift(x, out.info["lambda_eff"])).norm().item()
+    assert errs[1] < 1e-7, errs                            # y = D(alpha x, t_lambda) for every chain
+    assert errs[4] > 0.05 and errs[64] < errs[4] / 3, errs
+
+
+def test_stable_solver_limits() -> None:
+    """lambda -> inf: no kernel pull, plain DDIM from the same noise; lambda -> 0: y = x (decay 0)."""
+    den = GMMDenoiser(small_gmm())
+    x = torch.tensor([[0.35, 0.3], [0.0, 0.0]], dtype=torch.float64)
+    g = Guidance(den)
+    y, _ = stable_product(g, x, 1e6, chains=2, steps=8, generator=gen(4))
+    noise = torch.randn(4, 2, dtype=torch.float64, generator=gen(4))
+    grid = product_grid(g, 8)
+    assert grid == [-1, 124, 249, 374, 499, 624, 749, 874, 999]
+    z = noise                                              # DDIM over exactly that grid
+    for t, tn in zip(grid[::-1][:-1], grid[::-1][1:]):
+        z = guided_step(g, z, t, tn)
+    torch.testing.assert_close(y, z, atol=1e-6, rtol=1e-6)
+    y0, _ = stable_product(g, x, 1e-3, chains=2, steps=8, generator=gen(4))
+    torch.testing.assert_close(y0, x.repeat(2, 1), atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("solver,kw", [("stable", {}), ("stable", {"kernel_time": "ve", "centers": "scaled"}),
+                                       ("naive", {}), ("posterior", {})])
+def test_one_denoiser_call_per_step_and_nfe_formula(solver: str, kw: dict) -> None:
+    """N chains x B points x CFG: ONE batched call per solver step; NFE per MSD class docstring."""
+    den = tree_denoiser()
+    B, N, T = 3, 4, 6
+    x = torch.tensor([[0.5, 0.2], [0.1, -0.3], [-0.4, 0.6]])
+    cond, uncond = torch.zeros(B, dtype=torch.long), torch.full((B,), 2)
+    est = build("msd", den, solver=solver, chains=N, steps=T, bandwidth=0.3, guidance_scale=2.0, **kw)
+    den.stats.reset()
+    out = est(x, cond, uncond, generator=gen(5))
+    inv = T * B if (solver == "stable" and kw.get("centers", "inversion") == "inversion") else 0
+    steps = T if solver != "posterior" else min(T, out.info["t_lambda"] + 1)
+    assert out.nfe == inv + steps * N * B * 2
+    sampling_calls = [c for c in den.stats.calls if c.batch == 2 * N * B]
+    assert len(sampling_calls) == steps
+    assert len(den.stats.calls) == steps + (T if inv else 0)
+    assert out.grad.shape == x.shape and torch.isfinite(out.grad).all()
+
+
+def test_tweedie_nfe_and_inversion_cfg_nfe() -> None:
+    den = tree_denoiser()
+    x = torch.zeros(2, 2)
+    c, u = torch.zeros(2, dtype=torch.long), torch.full((2,), 2)
+    assert build("msd", den, solver="tweedie", guidance_scale=3.0)(x, c, u).nfe == 2 * 2
+    est = build("msd", den, solver="stable", steps=5, chains=3, guidance_scale=3.0, inversion_guidance_scale=2.0)
+    assert est(x, c, u, generator=gen()).nfe == 5 * 2 * 2 + 5 * 3 * 2 * 2
+
+
+def test_guidance_interval_counts_only_guided_steps() -> None:
+    den = tree_denoiser()
+    x, c, u = torch.zeros(2, 2), torch.zeros(2, dtype=torch.long), torch.full((2,), 2)
+    est = build("msd", den, solver="stable", steps=10, chains=2, guidance_scale=3.0, guidance_interval=(0, 500))
+    grid = product_grid(Guidance(den), 10)
+    guided = sum(1 for t in grid[::-1][:-1] if t <= 500)
+    assert est(x, c, u, generator=gen()).nfe == 10 * 2 + 10 * 2 * 2 + guided * 2 * 2
+
+
+def test_latent_batches_work_like_points() -> None:
+    den = GaussianDenoiser(toy_schedule())
+    x = torch.randn(2, 3, 4, 4, generator=gen(6))
+    for solver in ("stable", "naive", "posterior", "tweedie"):
+        out = build("msd", den, solver=solver, chains=3, steps=4, bandwidth=1.0)(x, generator=gen(7))
+        assert out.grad.shape == x.shape and torch.isfinite(out.grad).all()
+
+
+def test_tweedie_on_gaussian_latents_is_closed_form() -> None:
+    """N(mu, v I) data: E_q[y] - x = lambda^2 (mu - x) / (v + lambda^2), in [B, C, H, W]."""
+    den = GaussianDenoiser(toy_schedule(), mu=0.3, v=0.25)
+    x = torch.randn(2, 3, 4, 4, generator=gen(8), dtype=torch.float64)
+    out = build("msd", den, solver="tweedie", bandwidth=0.5)(x)
+    lam = out.info["lambda_eff"]
+    torch.testing.assert_close(-out.grad, lam**2 * (0.3 - x) / (0.25 + lam**2), atol=1e-10, rtol=1e-8)
+
+
+def test_bandwidth_schedules_and_termination() -> None:
+    lin = BandwidthSchedule(math.sqrt(0.1), "linear", lambda_min=0.05)
+    assert lin(0) == pytest.approx(math.sqrt(0.1)) and lin(0.5) == pytest.approx(math.sqrt(0.1) / 2)
+    assert not lin.finished(0.5) and lin.finished(1.0)
+    geo = BandwidthSchedule(1.0, "geometric", lambda_end=0.01)
+    assert geo(0.5) == pytest.approx(0.1)
+    assert BandwidthSchedule(0.3)(0.9) == 0.3
+    with pytest.raises(ValueError, match="lambda_end"):
+        BandwidthSchedule(0.1, "linear", lambda_end=0.2)
+    with pytest.raises(ValueError, match="bandwidth_schedule"):
+        BandwidthSchedule(0.1, "cosine")
+    den = GMMDenoiser(small_gmm())
+    est = build("msd", den, solver="tweedie", bandwidth=0.3, bandwidth_schedule="linear", lambda_min=0.05)
+    est.update_step(0, 11)
+    assert est.lam == pytest.approx(0.3) and not est.finished
+    est.update_step(10, 11)
+    out = est(torch.zeros(2, 2))
+    assert est.finished and out.nfe == 0 and torch.all(out.grad == 0) and out.info["finished"]
+
+
+def test_naive_kernel_pulls_toward_x() -> None:
+    """Sign of eq. 12's kernel term: a tighter kernel brings the product samples closer to x."""
+    den = GaussianDenoiser(toy_schedule(), mu=0.0, v=0.25)
+    x = torch.full((1, 2), 0.8, dtype=torch.float64)
+    far = build("msd", den, solver="naive", chains=2000, steps=50, bandwidth=100.0)(x, generator=gen(9))
+    near = build("msd", den, solver="naive", chains=2000, steps=50, bandwidth=0.5)(x, generator=gen(9))
+    assert near.grad.norm() < far.grad.norm() * 0.6
+
+
+def test_bad_options_name_the_argument() -> None:
+    den = GMMDenoiser(small_gmm())
+    for kw, name in (({"solver": "heun"}, "solver"), ({"chains": 0}, "chains"), ({"steps": 0}, "steps"),
+                     ({"kernel_interval": (5, 1)}, "kernel_interval"), ({"kernel_time": "s"}, "kernel_time"),
+                     ({"bandwidth": -1.0}, "bandwidth"), ({"centers": "x"}, "centers")):
+        with pytest.raises(ValueError, match=name):
+            build("msd", den, **kw)
+    with pytest.raises(ValueError, match="uncond"):
+        build("msd", den, guidance_scale=2.0)(torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="solver"):
+        build("msd", GaussianDenoiser(toy_schedule()), solver="exact")(torch.zeros(1, 2))
+
+
+def test_samples_exact_sampler_is_chain_major() -> None:
+    gmm = small_gmm()
+    x = torch.tensor([[0.3, 0.1], [-0.2, 0.4]], dtype=torch.float64)
+    y = gmm_product_sample(gmm, x, 1e-3, 5, gen(10))       # lambda -> 0: y = x for every chain
+    torch.testing.assert_close(y, x.repeat(5, 1), atol=5e-3, rtol=0)
