@@ -13,6 +13,7 @@ Run: pytest benchmarks/bench_ideal_denoiser.py --benchmark-only   (the naive 1e4
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -59,33 +60,36 @@ print(json.dumps(dict(peak_mb=(after - before) / 1024, baseline_mb=before / 1024
 
 def peak_memory_mb(name: str, M: int, N: int) -> float:
     """Peak RSS growth (MiB) of one call of `name` at M x N, in a fresh process."""
-    import os
     code = _CHILD.format(bench_dir=os.path.dirname(os.path.abspath(__file__)), name=name, M=M, N=N)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    here = os.path.dirname(os.path.abspath(__file__))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=here)
     return json.loads(res.stdout.strip().splitlines()[-1])["peak_mb"]
 
 
 def analytic_mb(name: str, M: int, N: int) -> float:
-    return (8 * M * N if name == "naive" else 4 * (M * 2 + N * 2)) / 2**20
+    """Allocation model: naive holds two M x N float32 matrices at once; the chunked reference two
+    4096 x N chunks; the streaming kernel the output and an SoA copy of the data."""
+    if name == "naive":
+        return 8 * M * N / 2**20
+    if name == "reference":
+        return 8 * min(M, 4096) * N / 2**20
+    return 4 * (M * 2 + N * 2) / 2**20
 
 
-def _params() -> list:
-    have = _dispatch.available("empirical_denoiser", "cpu")
-    return [pytest.param("naive", id="naive"),
-            pytest.param("compiled", id="compiled",
-                         marks=pytest.mark.skipif("compiled" not in have, reason="msdfast._C not built"))]
-
-
-@pytest.mark.parametrize("backend", _params())
+@pytest.mark.parametrize("impl", ["naive", "reference", "compiled"])
 @pytest.mark.parametrize("size", list(SIZES))
-def test_ideal_denoiser(benchmark, size, backend):
+def test_ideal_denoiser(record_env, size, impl):
+    benchmark = record_env
     M, N = SIZES[size]
-    fn = variant(backend)
+    if impl != "naive" and impl not in _dispatch.available("empirical_denoiser", "cpu"):
+        pytest.skip(f"{impl} backend unavailable")
+    if impl == "reference" and M * N > 1e8:
+        pytest.skip("the chunked reference is only timed at the small size")
+    fn = variant(impl)
     x, data, s = inputs(M, N)
-    benchmark.group = f"ideal_denoiser-{size}"
-    benchmark.extra_info.update(op="empirical_denoiser", backend=backend, size=size, shape=[M, N, 2],
-                                dtype="torch.float32", device="cpu", threads=torch.get_num_threads(),
-                                peak_mb=peak_memory_mb(backend, M, N), analytic_mb=analytic_mb(backend, M, N))
+    benchmark.group = f"ideal_denoiser-cpu-{size}-fp32"
+    benchmark.extra_info.update(op="empirical_denoiser", impl=impl, device="cpu", shape=[M, N, 2], dtype="float32",
+                                peak_mb=peak_memory_mb(impl, M, N), analytic_mb=analytic_mb(impl, M, N))
     out = benchmark.pedantic(fn, args=(x, data, s), rounds=3 if M * N > 1e8 else 10, warmup_rounds=1,
                              iterations=1)
     assert torch.isfinite(out).all()

@@ -33,78 +33,94 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", choices=SUITES, help="which benchmark suite (kernels: the fused ops)")
     parser.add_argument("--ops", nargs="+", default=list(KERNEL_OPS), choices=KERNEL_OPS,
                         help="ops to benchmark (default: all)")
-    parser.add_argument("--json", default=".benchmarks/kernels.json", help="where pytest-benchmark writes its JSON")
+    parser.add_argument("--json", default="benchmarks/results/kernels_cpu.json", help="where pytest-benchmark writes its JSON")
     parser.add_argument("--table", default=None, help="also write the markdown tables to this file")
     parser.add_argument("--from-json", action="store_true", help="only print the tables of an existing --json")
     parser.add_argument("--quick", action="store_true",
                         help="skip the 1e4 x 1e5 ideal-denoiser case (the naive version needs ~8 GB)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (MSDFAST_BENCH_THREADS); 1 is reproducible on a busy machine")
     parser.add_argument("--pytest-args", default="", help="extra arguments for pytest, e.g. '--benchmark-min-rounds=20'")
 
 
-def run_pytest(ops: list[str], json_path: str, quick: bool = False, extra: str = "") -> int:
+def run_pytest(ops: list[str], json_path: str, quick: bool = False, extra: str = "", threads: int | None = None) -> int:
     bdir = benchmarks_dir()
     files = [str(bdir / f"bench_{op}.py") for op in ops if (bdir / f"bench_{op}.py").exists()]
     if not files:
         raise FileNotFoundError(f"no benchmark files for {ops} in {bdir}")
     Path(json_path).parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pytest", *files, "--benchmark-only", f"--benchmark-json={json_path}", "-q",
-           "-p", "no:cacheprovider", "--rootdir", str(bdir)]
+           "-p", "no:cacheprovider"]
     if quick:
         cmd += ["-k", "not 1e4x1e5"]
     cmd += extra.split()
     print("+", " ".join(cmd), flush=True)
-    return subprocess.call(cmd, cwd=str(bdir.parent), env={**os.environ, "PYTHONPATH": str(bdir)})
+    env = dict(os.environ)
+    if threads:
+        env["MSDFAST_BENCH_THREADS"] = str(threads)
+    return subprocess.call(cmd, cwd=str(bdir.parent), env=env)
 
 
 def _ms(sec: float | None) -> str:
-    return "-" if sec is None else (f"{sec * 1e3:.3f}" if sec < 1e-2 else f"{sec * 1e3:.1f}")
+    return "-" if sec is None else f"{sec * 1e6:.1f}"
 
 
-def _ratio(a: float | None, b: float | None, fmt: str = "{:.1f}x") -> str:
+def _ratio(a: float | None, b: float | None, fmt: str = "{:.2f}x") -> str:
     return "-" if a is None or b is None or b == 0 else fmt.format(a / b)
 
 
-def tables(data: dict[str, Any]) -> str:
-    """Markdown tables from a pytest-benchmark JSON dict (benchmarks written with benchmarks/kernel_bench.py)."""
-    rows: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+def _impl(bench: dict[str, Any]) -> str:
+    return str(bench.get("extra_info", {}).get("impl") or (bench.get("params") or {}).get("impl") or bench["name"])
+
+
+def summary(data: dict[str, Any]) -> str:
+    """One line per benchmark group: the targets of the kernel work at a glance.
+
+    speed-up = reference median / compiled median (both through msdfast.ops); bound = clone median / kernel
+    median, the fraction of the memory-bandwidth bound reached (clone moving the same bytes), for the public call
+    and for the raw torch.ops call. Ideal denoiser: time and peak memory (ru_maxrss growth) vs the naive version.
+    """
+    groups: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for b in data.get("benchmarks", []):
-        info = b.get("extra_info", {})
-        if "op" not in info or "backend" not in info:
+        groups[b.get("group") or b["name"]][_impl(b)] = {"median": b["stats"]["median"], **b.get("extra_info", {})}
+    med = lambda r, k: r.get(k, {}).get("median")  # noqa: E731
+    out = ["| group | reference µs | compiled µs | speed-up | compiled-raw µs | clone µs | bound (compiled) "
+           "| bound (raw) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    ideal = []
+    for g, r in sorted(groups.items()):
+        if "naive" in r:
+            ideal.append((g, r))
             continue
-        group = "ideal_denoiser" if b.get("group", "").startswith("ideal_denoiser") else info["op"]
-        rows[(group, info.get("size", ""))][info["backend"]] = {"median": b["stats"]["median"], **info}
-    machine = data.get("machine_info", {})
-    head = (f"Machine: {machine.get('cpu', {}).get('brand_raw', machine.get('processor', '?'))}, "
-            f"{next((r.get('threads') for v in rows.values() for r in v.values()), '?')} torch threads; "
-            f"median of rounds.\n")
-    out = [head, "| op | size | eager ms | compiled ms | speedup | triton ms | copy ms | compiled / copy bound |",
-           "|---|---|---|---|---|---|---|---|"]
-    for (group, size), r in sorted(rows.items()):
-        if group == "ideal_denoiser":
-            continue
-        med = {k: v["median"] for k, v in r.items()}
-        out.append(f"| {group} | {size} | {_ms(med.get('reference'))} | {_ms(med.get('compiled'))} | "
-                   f"{_ratio(med.get('reference'), med.get('compiled'))} | {_ms(med.get('triton'))} | "
-                   f"{_ms(med.get('copy'))} | {_ratio(med.get('copy'), med.get('compiled'), '{:.0%}')} |")
-    ideal = [(size, r) for (g, size), r in sorted(rows.items()) if g == "ideal_denoiser"]
+        raw = med(r, "compiled-raw")
+        out.append(f"| {g} | {_ms(med(r, 'reference'))} | {_ms(med(r, 'compiled'))} | "
+                   f"{_ratio(med(r, 'reference'), med(r, 'compiled'))} | {_ms(raw)} | {_ms(med(r, 'clone'))} | "
+                   f"{_ratio(med(r, 'clone'), med(r, 'compiled'), '{:.0%}')} | {_ratio(med(r, 'clone'), raw, '{:.0%}')} |")
     if ideal:
-        out += ["", "Ideal denoiser (d = 2, float32): streaming kernel vs naive cdist + softmax + matmul. Peak memory: "
-                "growth of ru_maxrss over one call in a fresh process (analytic allocation in brackets).", "",
-                "| queries x data | naive ms | compiled ms | speedup | naive peak MiB | compiled peak MiB | memory ratio |",
-                "|---|---|---|---|---|---|---|"]
-        for size, r in ideal:
+        out += ["", "| group | naive ms | compiled ms | speed-up | naive peak MiB (model) | compiled peak MiB (model) "
+                "| memory ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for g, r in ideal:
             n, c = r.get("naive", {}), r.get("compiled", {})
-            out.append(f"| {size} | {_ms(n.get('median'))} | {_ms(c.get('median'))} | "
-                       f"{_ratio(n.get('median'), c.get('median'))} | "
-                       f"{n.get('peak_mb', float('nan')):.0f} ({n.get('analytic_mb', float('nan')):.0f}) | "
-                       f"{c.get('peak_mb', float('nan')):.1f} ({c.get('analytic_mb', float('nan')):.1f}) | "
-                       f"{_ratio(n.get('peak_mb'), max(c.get('peak_mb') or 0, 0.1) if c else None, '{:.0f}x')} |")
+            ms = lambda v: "-" if v is None else f"{v * 1e3:.1f}"  # noqa: E731
+            out.append(f"| {g} | {ms(n.get('median'))} | {ms(c.get('median'))} | {_ratio(n.get('median'), c.get('median'))} "
+                       f"| {n.get('peak_mb', float('nan')):.0f} ({n.get('analytic_mb', float('nan')):.0f}) "
+                       f"| {c.get('peak_mb', float('nan')):.1f} ({c.get('analytic_mb', float('nan')):.1f}) "
+                       f"| {_ratio(n.get('peak_mb'), max(c.get('peak_mb') or 0.0, 0.1) if c else None, '{:.0f}x')} |")
     return "\n".join(out) + "\n"
+
+
+def tables(data: dict[str, Any]) -> str:
+    """The summary, then benchmarks/write_table.py's per-group tables (median, IQR, rounds, GB/s)."""
+    sys.path.insert(0, str(benchmarks_dir()))
+    try:
+        from write_table import make_table
+    finally:
+        sys.path.pop(0)
+    return summary(data) + "\n" + make_table(data) + "\n"
 
 
 def run_bench(args: argparse.Namespace) -> int:
     if not args.from_json:
-        rc = run_pytest(list(args.ops), args.json, quick=args.quick, extra=args.pytest_args)
+        rc = run_pytest(list(args.ops), args.json, quick=args.quick, extra=args.pytest_args, threads=args.threads)
         if rc not in (0, 5):
             print(f"msdfast bench: pytest exited with {rc}", file=sys.stderr)
             if not Path(args.json).exists():

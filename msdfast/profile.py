@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -135,7 +136,12 @@ def _sd_setup(args: argparse.Namespace, device: str) -> tuple[Any, torch.Tensor,
     from .denoisers.sd import load_stable_diffusion
 
     dtype = args.dtype or ("float16" if device == "cuda" else "float32")
-    den = load_stable_diffusion(args.model, device=device, dtype=dtype)
+    den = load_stable_diffusion(args.model, device=device, dtype=dtype, compile=args.compile)
+    if args.unet_onnx:  # the same model through onnxruntime (export with msdfast.denoisers.onnx.export_unet_onnx)
+        from .denoisers.onnx import OnnxDenoiser, export_unet_onnx
+        if not Path(args.unet_onnx).exists():
+            export_unet_onnx(den, args.unet_onnx)
+        den = OnnxDenoiser(args.unet_onnx, den)
     pe = den.prompt_embeddings(args.prompt, args.negative_prompt)
     g = torch.Generator().manual_seed(args.seed)
     n = den.latent_size
@@ -162,6 +168,9 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet (use --warmup >= 1)")
+    p.add_argument("--unet-onnx", default=None, metavar="PATH",
+                   help="run the UNet through onnxruntime from PATH (exported there first if missing)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the profile as JSON ('-' = stdout)")
 
 

@@ -114,6 +114,9 @@ def test_tweedie_nfe_and_inversion_cfg_nfe() -> None:
     x = torch.zeros(2, 2)
     c, u = torch.zeros(2, dtype=torch.long), torch.full((2,), 2)
     assert build("msd", den, solver="tweedie", guidance_scale=3.0)(x, c, u).nfe == 2 * 2
+    guide = GMMDenoiser(small_gmm())                       # autoguidance: main B + guide B per step
+    est = build("msd", den, solver="posterior", steps=4, chains=3, guidance_scale=3.0, guide=guide, bandwidth=0.3)
+    assert est(x, c, generator=gen()).nfe == 4 * 3 * 2 * 2 and guide.stats.nfe == 4 * 3 * 2
     est = build("msd", den, solver="stable", steps=5, chains=3, guidance_scale=3.0, inversion_guidance_scale=2.0)
     assert est(x, c, u, generator=gen()).nfe == 5 * 2 * 2 + 5 * 3 * 2 * 2
 

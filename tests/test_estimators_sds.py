@@ -136,3 +136,16 @@ def test_psr_rescales_the_guided_eps(den: GaussianDenoiser) -> None:
     eps = torch.randn(2, 2, generator=g, dtype=torch.float64)
     r = float(psr_factor(den.schedule.snr(100, dtype=torch.float64), 0.95))
     torch.testing.assert_close(g2, r * (g1 + eps) - eps, atol=1e-6, rtol=1e-6)
+
+
+def test_autoguidance_uses_the_guide_model(den: GaussianDenoiser) -> None:
+    """guide=: eps_g = eps_guide + w (eps_c - eps_guide); closed form with the guide's mean; NFE B + B."""
+    n, t0 = 20000, 550
+    guide = GaussianDenoiser(toy_schedule(), mu=-0.2, v=0.25)
+    x = torch.tensor([[0.9, -0.4]], dtype=torch.float64).repeat(n, 1)
+    out = build("sds", den, t_range=(t0, t0), guidance_scale=2.5, guide=guide)(x, generator=gen(11))
+    assert out.nfe == 2 * n and guide.stats.nfe == n       # main model B + guide B
+    t = torch.tensor([t0])
+    exp = sds_expected(den, x[:1], t, weighting("sds", den.schedule, t), -0.2 + 2.5 * (0.3 + 0.2))[0]
+    se = out.grad.double().std(0) / math.sqrt(n)
+    assert torch.all((out.grad.double().mean(0) - exp).abs() < 4 * se), (out.grad.mean(0), exp, se)

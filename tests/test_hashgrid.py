@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,8 +20,10 @@ def slow_reference(x: list[list[float]], params: list[float], D: int, n_levels: 
     out = []
     offset = 0
     sizes, scales, ress = [], [], []
+    f32 = np.float32
     for lvl in range(n_levels):
-        scale = 2.0 ** (lvl * math.log2(pls)) * base - 1.0
+        # tcnn computes the level scale in float32: exp2f(level * log2f(pls)) * base - 1.0f
+        scale = float(f32(f32(np.exp2(f32(f32(lvl) * f32(np.log2(f32(pls)))))) * f32(base)) - f32(1.0))
         res = math.ceil(scale) + 1
         size = min(((res ** D + 7) // 8) * 8, 2 ** log2_size)
         sizes.append(size), scales.append(scale), ress.append(res)
@@ -158,3 +161,15 @@ def test_backward_is_deterministic_on_cpu() -> None:
         (enc(x) * w).sum().backward()
         grads.append(enc.params.grad.clone())
     assert all(torch.equal(grads[0], g) for g in grads[1:])
+
+
+def test_float32_inputs_match_reference() -> None:
+    """float32 path (tcnn's fmaf position) against the float64 reference on generic points."""
+    cfg = {"n_levels": 6, "n_features_per_level": 2, "log2_hashmap_size": 9, "base_resolution": 4,
+           "per_level_scale": 1.447269237440378}
+    enc = HashGridEncoding(3, cfg, seed=0)
+    with torch.no_grad():
+        enc.params.copy_(torch.randn(enc.params.shape, generator=torch.Generator().manual_seed(3)))
+    x = torch.rand(50, 3, generator=torch.Generator().manual_seed(4))
+    ref = slow_reference(x.double().tolist(), enc.params.double().tolist(), 3, 6, 2, 9, 4, 1.447269237440378)
+    torch.testing.assert_close(enc(x), torch.tensor(ref, dtype=torch.float32), rtol=1e-5, atol=1e-5)

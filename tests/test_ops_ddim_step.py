@@ -74,6 +74,8 @@ def _assert_matches(out, ref, dtype, x0: bool) -> None:
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
 @pytest.mark.parametrize("device,backend", CASES)
 def test_matches_reference(device, backend, dtype, shape, flags):
+    if backend == "triton" and device == "cpu" and shape == SHAPES[-1] and dtype != torch.float32:
+        pytest.skip("Triton interpreter is slow: float32 covers its multi-block path; other dtypes use small shapes")
     z, eps_c, coef, kw = make_inputs(shape, dtype, flags, device, eta=0.7)
     ref = ops.ddim_step(z, eps_c, coef, backend="reference", **kw)
     out = ops.ddim_step(z, eps_c, coef, backend=backend, **kw)
@@ -187,10 +189,9 @@ def test_matches_diffusers_ddim_scheduler(backend, eta):
 # ------------------------------------------------------------------------------------------ torch.library
 def _opcheck_args(device: str = "cpu") -> list[tuple]:
     out = []
-    for name in ("plain", "all", "cfg_x0"):
-        for dtype in (torch.float32, torch.bfloat16):
-            z, eps_c, coef, kw = make_inputs((2, 3, 5), dtype, FLAGS[name], device, eta=0.3)
-            out.append((z, eps_c, kw["eps_u"], coef, kw["center"], kw["noise"], kw["return_x0"]))
+    for name, dtype in (("plain", torch.float32), ("all", torch.bfloat16), ("cfg_x0", torch.float32)):
+        z, eps_c, coef, kw = make_inputs((2, 3, 5), dtype, FLAGS[name], device, eta=0.3)
+        out.append((z, eps_c, kw["eps_u"], coef, kw["center"], kw["noise"], kw["return_x0"]))
     return out
 
 

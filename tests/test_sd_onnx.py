@@ -64,3 +64,24 @@ def test_trt_builder_without_tensorrt(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         pytest.skip("TensorRT present but no CUDA device")
     pytest.skip("TensorRT engine build is exercised on GPU machines only")
+
+
+def test_profile_cli_with_onnx_unet(tmp_path: Path, host, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import argparse
+    import json
+
+    from msdfast import estimators
+    from msdfast.profile import add_profile_arguments, run_profile
+
+    try:
+        estimators.estimator_class("sds")
+    except NotImplementedError:
+        pytest.skip("sds not implemented yet")
+    monkeypatch.setenv("MSDFAST_CACHE", str(tmp_path / "cache"))
+    p = argparse.ArgumentParser()
+    add_profile_arguments(p)
+    model = tiny_sd_path(root=tmp_path.parent)
+    args = p.parse_args(["--method", "sds", "--model", str(model), "--unet-onnx", str(tmp_path / "u.onnx"),
+                         "--n-grads", "1", "--warmup", "0", "--json", str(tmp_path / "p.json")])
+    assert run_profile(args) == 0 and (tmp_path / "u.onnx").exists()
+    assert json.loads((tmp_path / "p.json").read_text())["gradients"][0]["calls"][0]["batch"] == 2

@@ -19,7 +19,8 @@ def test_landscape_reconstructs_quadratic_up_to_constant() -> None:
     # g = grad Q for Q = a x^2 + b x y + c y^2 + d x + e y: trapezoid edges integrate a linear g exactly.
     a, b, c, d, e = 0.7, -0.4, 1.3, 0.25, -0.6
     Q = lambda p: a * p[:, 0] ** 2 + b * p[:, 0] * p[:, 1] + c * p[:, 1] ** 2 + d * p[:, 0] + e * p[:, 1]  # noqa: E731
-    gradQ = lambda p: torch.stack([2 * a * p[:, 0] + b * p[:, 1] + d, b * p[:, 0] + 2 * c * p[:, 1] + e], 1)  # noqa: E731
+    gradQ = lambda p: torch.stack([2 * a * p[:, 0] + b * p[:, 1] + d,  # noqa: E731
+                                   b * p[:, 0] + 2 * c * p[:, 1] + e], 1)
     out = land.reconstruct_landscape(gradQ, n=17, repeats=1, dtype=torch.float64)
     _, pts = land.make_grid(17)
     q = Q(torch.as_tensor(pts)).numpy().reshape(17, 17)

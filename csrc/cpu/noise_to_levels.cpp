@@ -8,6 +8,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include "common/macros.h"
 #include "common/torch_checks.h"
 #include "cpu_kernel_util.h"
 
@@ -18,22 +19,37 @@ constexpr int64_t kTile = 4096;
 // Work items per parallel task: >= 32k elements, so small tensors run inline (no OpenMP fork/join).
 constexpr int64_t kGrainTiles = (int64_t(1) << 15) / kTile;
 
+// Two levels per pass over x and eps (L = 2, DSD's pair, is one pass: 2 loads + 2 stores per element).
+template <typename T>
+void levels_span(const T* MSDFAST_RESTRICT x, const T* MSDFAST_RESTRICT eps, int64_t n, acc_t<T> a0, acc_t<T> s0,
+                 T* MSDFAST_RESTRICT o0, acc_t<T> a1, acc_t<T> s1, T* MSDFAST_RESTRICT o1) {
+  using A = acc_t<T>;
+  if (o1 == nullptr) {
+    for (int64_t j = 0; j < n; ++j) o0[j] = static_cast<T>(a0 * A(x[j]) + s0 * A(eps[j]));
+    return;
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const A xv = A(x[j]), ev = A(eps[j]);
+    o0[j] = static_cast<T>(a0 * xv + s0 * ev);
+    o1[j] = static_cast<T>(a1 * xv + s1 * ev);
+  }
+}
+
 template <typename T>
 void noise_to_levels_typed(const T* x, const T* eps, const float* al, const float* sg, T* out, int64_t B,
                            int64_t F, int64_t L) {
   using A = acc_t<T>;
   const int64_t tiles_per_b = (F + kTile - 1) / kTile;
   at::parallel_for(0, B * tiles_per_b, kGrainTiles, [&](int64_t w0, int64_t w1) {
-    A xa[kTile], ea[kTile];
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t b = w / tiles_per_b, lo = (w % tiles_per_b) * kTile, len = std::min(kTile, F - lo);
       const T* xb = x + b * F + lo;
       const T* eb = eps + b * F + lo;
-      for (int64_t j = 0; j < len; ++j) { xa[j] = load(xb, j); ea[j] = load(eb, j); }
-      for (int64_t l = 0; l < L; ++l) {
-        const A a = A(al[b * L + l]), s = A(sg[b * L + l]);
-        T* o = out + (l * B + b) * F + lo;
-        for (int64_t j = 0; j < len; ++j) o[j] = static_cast<T>(a * xa[j] + s * ea[j]);
+      for (int64_t l = 0; l < L; l += 2) {  // the tile of x and eps stays in L1 between level pairs
+        const bool two = l + 1 < L;
+        levels_span<T>(xb, eb, len, A(al[b * L + l]), A(sg[b * L + l]), out + (l * B + b) * F + lo,
+                       two ? A(al[b * L + l + 1]) : A(0), two ? A(sg[b * L + l + 1]) : A(0),
+                       two ? out + ((l + 1) * B + b) * F + lo : nullptr);
       }
     }
   });

@@ -236,10 +236,13 @@ def load_stable_diffusion(path: str | os.PathLike, *, device: str | torch.device
                           dtype: str | torch.dtype = "float32", config: str | os.PathLike | None = None,
                           cache_dir: str | os.PathLike | None | bool = None,
                           encode_resolution: int | None = None,
-                          channels_last: bool = True) -> StableDiffusionDenoiser:
+                          channels_last: bool = True,
+                          compile: bool | str = False) -> StableDiffusionDenoiser:
     """Load a Stable Diffusion denoiser from a local diffusers folder (or a single file + `config` folder).
 
     Offline always: HF_HUB_OFFLINE=1 is set for the process and every loader gets local_files_only=True.
+    compile: wrap the UNet in torch.compile (True = inductor, or a backend name), with dynamic batch shapes so
+    CFG pairs, chains and views of any size reuse one graph.
     """
     os.environ["HF_HUB_OFFLINE"] = "1"
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -281,7 +284,10 @@ def load_stable_diffusion(path: str | os.PathLike, *, device: str | torch.device
     den = StableDiffusionDenoiser(unet, vae, text_encoder, tokenizer, schedule,
                                   model_id=f"{root.resolve()}|{stamp}", cache_dir=cache_dir,
                                   encode_resolution=encode_resolution, channels_last=channels_last)
-    return den.to(device)
+    den = den.to(device)
+    if compile:
+        den.unet = torch.compile(den.unet, backend="inductor" if compile is True else str(compile), dynamic=True)
+    return den
 
 
 def _check_folder_configs(root: Path) -> None:

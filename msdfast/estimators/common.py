@@ -13,7 +13,7 @@ import torch
 
 from ..denoisers.base import Cond, Denoiser
 from ..samplers.guidance import Guidance, match_batch
-from .base import Estimator
+from .base import Estimator, GradientEstimate
 
 WEIGHTINGS = ("sds", "uniform", "fantasia3d")
 
@@ -115,6 +115,15 @@ class GuidedEstimator(Estimator):
         for name, v in (("psr_k", self.psr_k), ("psr_s", self.psr_s)):
             if not v > 0:
                 raise ValueError(f"{name}: must be positive, got {v}")
+
+    def __call__(self, x: torch.Tensor, cond: Cond = None, uncond: Cond = None, *,
+                 generator: torch.Generator | None = None) -> GradientEstimate:
+        """The base contract; NFE also counts the guide model's evaluations (autoguidance)."""
+        g0 = self.guide.stats.nfe if self.guide is not None else 0
+        out = super().__call__(x, cond, uncond, generator=generator)
+        if self.guide is not None and self.guide is not self.denoiser:
+            out.nfe += self.guide.stats.nfe - g0
+        return out
 
     # ------------------------------------------------------------------ helpers
     @property

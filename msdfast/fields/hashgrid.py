@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 __all__ = ["HashGridEncoding", "make_encoding", "tcnn_available", "grid_levels", "PRIMES"]
@@ -37,12 +38,22 @@ def _per_level_scale(cfg: Mapping[str, Any]) -> float:
     return float(cfg.get("per_level_scale", 2.0))
 
 
+def _grid_scale(level: int, per_level_scale: float, base_resolution: int) -> float:
+    """tcnn's grid_scale in float32 arithmetic: exp2f(level * log2f(per_level_scale)) * base - 1.0f.
+
+    float32 like tcnn, so ceil() picks the same resolution where float64 would land on the other side.
+    """
+    f32 = np.float32
+    log2_pls = f32(np.log2(f32(per_level_scale)))
+    return float(f32(f32(np.exp2(f32(f32(level) * log2_pls))) * f32(base_resolution)) - f32(1.0))
+
+
 def grid_levels(n_input_dims: int, config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Per level: scale, resolution, table size, parameter offset (in entries), dense or hashed."""
     cfg = normalize_config(config)
     levels, offset = [], 0
     for lvl in range(cfg["n_levels"]):
-        scale = math.exp2(lvl * math.log2(cfg["per_level_scale"])) * cfg["base_resolution"] - 1.0
+        scale = _grid_scale(lvl, cfg["per_level_scale"], cfg["base_resolution"])
         res = int(math.ceil(scale)) + 1
         dense_size = min(res ** n_input_dims, 2 ** 31 - 1)
         size = -(-dense_size // 8) * 8
@@ -129,7 +140,12 @@ class HashGridEncoding(torch.nn.Module):
         table = self.params.view(-1, F_)
         outs = []
         for level in self.levels:
-            pos = x * level["scale"] + 0.5
+            if x.dtype == torch.float32:
+                # tcnn: pos = fmaf(scale, x, 0.5f), ONE rounding; the float64 product of two float32 values
+                # is exact, so computing there and rounding once reproduces the fma.
+                pos = (x.double() * level["scale"] + 0.5).float()
+            else:
+                pos = x * level["scale"] + 0.5
             grid_f = torch.floor(pos)
             frac = pos - grid_f
             grid = grid_f.to(torch.int64)

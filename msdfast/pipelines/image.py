@@ -53,6 +53,7 @@ class ImageConfig:
     snapshot_every: int = 50
     device: str | None = None
     dtype: str | None = None
+    compile: bool = False                # torch.compile the UNet (worth it for long runs on a GPU)
     progress: bool = True
 
     def validate(self) -> None:
@@ -163,7 +164,7 @@ def distill_image(cfg: ImageConfig, *, resume: bool = False, denoiser: Any = Non
     if denoiser is None:
         from ..denoisers.sd import load_stable_diffusion
         dtype = cfg.dtype or ("float16" if device == "cuda" else "float32")
-        denoiser = load_stable_diffusion(cfg.model, device=device, dtype=dtype)
+        denoiser = load_stable_diffusion(cfg.model, device=device, dtype=dtype, compile=cfg.compile)
     if estimator_factory is None:
         from ..estimators import build as estimator_factory
     out = Path(cfg.out)
@@ -299,6 +300,7 @@ def add_image_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -308,7 +310,7 @@ def run_image(args: argparse.Namespace) -> int:
                       seed=args.seed, out=args.out, field=args.field, resolution=args.resolution,
                       guidance_scale=args.guidance_scale, psr_k=args.psr_k, psr_s=args.psr_s,
                       options=dict(args.option), ckpt_every=args.ckpt_every, snapshot_every=args.snapshot_every,
-                      device=args.device, dtype=args.dtype, progress=not args.no_progress)
+                      device=args.device, dtype=args.dtype, compile=args.compile, progress=not args.no_progress)
     m = distill_image(cfg, resume=args.resume)
     print(f"{cfg.method}: {m['steps_done']} steps, {m['total_nfe']} NFE ({m['nfe_per_step']:.1f}/step), "
           f"{m['seconds']:.1f} s -> {Path(cfg.out) / 'final.png'}")

@@ -174,7 +174,8 @@ def tree_gmm(classes: str = "A") -> GMM:
     """The fractal tree mixture for classes "A", "B" or "AB" (Karras et al. 2024; MATH.md sec. 3).
 
     Both classes are always generated from the same random stream; the selected components' weights are
-    renormalised. 1016 components per class; A+B has std 0.5 per axis.
+    renormalised. 1016 components per class; A+B has std 0.5 per axis. The result is cached (one object
+    per class set): treat its tensors as read-only.
     """
     if classes not in TREE_CLASSES:
         raise ValueError(f"classes: expected one of {TREE_CLASSES}, got {classes!r}")

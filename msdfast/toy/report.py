@@ -88,7 +88,8 @@ def table3(eff: Mapping[str, Mapping[str, Any]], methods: list[str]) -> dict[str
         if slot is None:
             continue
         out.setdefault(ds, {}).setdefault(method, [None, None])[slot] = e.get("log_eff_str")
-    return {ds: {m: out[ds][m] for m in methods if m in out[ds]} for ds in _ordered(out, ("tree", "spiral", "pinwheel"))}
+    order = _ordered(out, ("tree", "spiral", "pinwheel"))
+    return {ds: {m: out[ds][m] for m in methods if m in out[ds]} for ds in order}
 
 
 def markdown(results: Mapping[str, Any], labels: Mapping[str, str]) -> str:
@@ -135,7 +136,8 @@ def markdown(results: Mapping[str, Any], labels: Mapping[str, str]) -> str:
     if cost:
         lines += ["## Cost per cell", "", "| column | method | NFE per point per step | seconds |", "|---|---|---|---|"]
         for k, c in cost:
-            lines.append(f"| {c['column']} | {lab(c['method'])} | {c['nfe_per_point']:.3g} | {c.get('seconds', 0):.1f} |")
+            lines.append(f"| {c['column']} | {lab(c['method'])} | {c['nfe_per_point']:.3g} "
+                         f"| {c.get('seconds', 0):.1f} |")
         lines.append("")
     return "\n".join(lines)
 
