@@ -31,7 +31,7 @@ _REQUIRED = {
     "unet": ("config.json",),
     "vae": ("config.json",),
     "text_encoder": ("config.json",),
-    "tokenizer": (),
+    "tokenizer": ("vocab.json", "merges.txt"),
     "scheduler": ("scheduler_config.json",),
 }
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -294,7 +294,5 @@ def _check_folder_configs(root: Path) -> None:
     if not root.is_dir():
         raise FileNotFoundError(f"config: folder {str(root)!r} does not exist")
     missing = [f"{s}/{f}" for s, fs in _REQUIRED.items() for f in fs if not (root / s / f).exists()]
-    if not (root / "tokenizer").is_dir():
-        missing.append("tokenizer/")
     if missing:
         raise FileNotFoundError(f"config: {str(root)!r} lacks {', '.join(missing)}")
