@@ -23,6 +23,8 @@
 namespace msdfast::cpu {
 namespace {
 
+constexpr int64_t kTile = 256;  // components per pass (4 buffers of kTile values stay in L1)
+
 template <typename T>
 void gmm_score_typed(const at::Tensor& x, const at::Tensor& weights, const at::Tensor& means, const at::Tensor& covs,
                      const at::Tensor& s, at::Tensor& score, at::Tensor& logp) {
@@ -49,18 +51,39 @@ void gmm_score_typed(const at::Tensor& x, const at::Tensor& weights, const at::T
   T* lp = logp.mutable_data_ptr<T>();
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(K, 1));
   at::parallel_for(0, M, grain, [&](int64_t q0, int64_t q1) {
+    alignas(64) A qv[kTile], rd[kTile], v0[kTile], v1[kTile];
     for (int64_t q = q0; q < q1; ++q) {
       const A x0 = A(xp[2 * q]), x1 = A(xp[2 * q + 1]), sv = A(sp[q]), s2 = sv * sv;
-      OnlineLse2<A> st{-std::numeric_limits<A>::infinity(), A(0), A(0), A(0)};
-      for (int64_t k = 0; k < K; ++k) {
-        A sol0, sol1;
-        const A logit = gmm_score::component(logw[k], mx[k], my[k], ca[k], cb[k], cd[k], s2, x0, x1, sol0, sol1);
-        st.update(logit, sol0, sol1);
+      // Streaming log-sum-exp, shifted by the running max m of q_k = log phi_k - maha_k / 2 (no log per
+      // pair): weight_k = exp(q_k - m) |C_k|^-1/2, logp = m + log(sum weights) - log 2pi.
+      A m = -std::numeric_limits<A>::infinity(), l = A(0), g0 = A(0), g1 = A(0);
+      for (int64_t k0 = 0; k0 < K; k0 += kTile) {
+        const int64_t len = std::min(kTile, K - k0);
+        A tmax = -std::numeric_limits<A>::infinity();
+        for (int64_t j = 0; j < len; ++j) {  // pass 1: divisions and sqrt only, vectorised
+          A det;
+          const int64_t k = k0 + j;
+          qv[j] = gmm_score::component_q(logw[k], mx[k], my[k], ca[k], cb[k], cd[k], s2, x0, x1, v0[j], v1[j], det);
+          rd[j] = A(1) / std::sqrt(det);
+          tmax = qv[j] > tmax ? qv[j] : tmax;
+        }
+        if (!(tmax > -std::numeric_limits<A>::infinity())) continue;  // only zero-weight components
+        if (tmax > m) {  // online rescale, once per tile
+          const A r = std::exp(m - tmax);
+          l *= r; g0 *= r; g1 *= r;
+          m = tmax;
+        }
+        A sl = A(0), s0 = A(0), s1 = A(0);
+#pragma omp simd reduction(+ : sl, s0, s1)
+        for (int64_t j = 0; j < len; ++j) {  // pass 2: one exp per pair
+          const A e = cpu::fast_exp(qv[j] - m) * rd[j];
+          sl += e; s0 += e * v0[j]; s1 += e * v1[j];
+        }
+        l += sl; g0 += s0; g1 += s1;
       }
-      const A l = st.l, g0 = st.g0, g1 = st.g1, m = st.m - log2pi;
       sc[2 * q] = T(g0 / l);
       sc[2 * q + 1] = T(g1 / l);
-      lp[q] = T(m + std::log(l));
+      lp[q] = T(m + std::log(l) - log2pi);
     }
   });
 }

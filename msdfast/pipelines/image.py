@@ -183,7 +183,7 @@ def distill_image(cfg: ImageConfig, *, resume: bool = False, denoiser: Any = Non
 
     start, history, converged = 0, [], False
     if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)  # tensors, dicts, primitives only
         old = ck["config"]
         for k in _RESUME_KEYS:
             if old.get(k) != asdict(cfg).get(k):
