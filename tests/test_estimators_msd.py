@@ -89,6 +89,21 @@ def test_stable_solver_limits() -> None:
     torch.testing.assert_close(y0, x.repeat(2, 1), atol=1e-9, rtol=0)
 
 
+def test_stable_kernel_interval_switches_the_pull_off_outside() -> None:
+    """A kernel interval containing no solver step gives the kernel-free run (lambda = inf), one inside all
+    steps gives the full-kernel run."""
+    den = GMMDenoiser(small_gmm())
+    x = torch.tensor([[0.35, 0.3]], dtype=torch.float64)
+    g = Guidance(den)
+    free, _ = stable_product(g, x, 1e6, chains=3, steps=5, generator=gen(11))
+    off, _ = stable_product(g, x, 0.3, chains=3, steps=5, kernel_interval=(1000, 1000), generator=gen(11))
+    full, _ = stable_product(g, x, 0.3, chains=3, steps=5, generator=gen(11))
+    on, _ = stable_product(g, x, 0.3, chains=3, steps=5, kernel_interval=(0, 999), generator=gen(11))
+    torch.testing.assert_close(off, free, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(on, full, atol=0, rtol=0)
+    assert (full - free).abs().max() > 1e-2
+
+
 @pytest.mark.parametrize("solver,kw", [("stable", {}), ("stable", {"kernel_time": "ve", "centers": "scaled"}),
                                        ("naive", {}), ("posterior", {})])
 def test_one_denoiser_call_per_step_and_nfe_formula(solver: str, kw: dict) -> None:

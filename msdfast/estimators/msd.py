@@ -32,6 +32,7 @@ class MSD(GuidedEstimator):
         lambda_min: termination: once lambda < lambda_min, `finished` is True and calls return g = 0, NFE 0.
         kernel_interval: (t_lo, t_hi): apply the kernel term only for solver steps starting at t inside.
         inversion_guidance_scale: CFG weight of the stable solver's DDIM inversion (default 1: conditional).
+            The inversion runs without PSR (it only locates x's trajectory); the solvers use PSR if psr_k != 1.
         kernel_time: the stable solver's kernel-ODE time: "tau" = t / T (the paper's; lambda in its units) or
             "ve" = s_t^2 / 2 (lambda = the data-space bandwidth of the kernel).
         centers: the stable solver's kernel centres c_t: "inversion" (DDIM inversion trajectory of x, the
