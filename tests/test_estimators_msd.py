@@ -209,3 +209,12 @@ def test_samples_exact_sampler_is_chain_major() -> None:
     x = torch.tensor([[0.3, 0.1], [-0.2, 0.4]], dtype=torch.float64)
     y = gmm_product_sample(gmm, x, 1e-3, 5, gen(10))       # lambda -> 0: y = x for every chain
     torch.testing.assert_close(y, x.repeat(5, 1), atol=5e-3, rtol=0)
+
+
+def test_solver_study_smoke() -> None:
+    from msdfast.estimators.solver_study import ROWS, run
+    rows = run(points=2, chains=4, lambdas=(0.3,))
+    assert len(rows) == len(ROWS)
+    by = {(r["solver"], tuple(sorted(r["options"].items()))): r for r in rows}
+    assert by[("tweedie", ())]["bias"] < 1e-6 and by[("tweedie", ())]["nfe_per_sample"] == 1
+    assert by[("stable", (("steps", 10),))]["nfe_per_sample"] == pytest.approx(10 + 10 / 4)

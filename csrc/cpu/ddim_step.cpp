@@ -9,12 +9,10 @@
 
 #include <algorithm>
 #include <tuple>
-#include <type_traits>
 
 #include "common/ddim_step.h"
 #include "common/static_dispatch.h"
 #include "common/torch_checks.h"
-#include "cpu/cpu_kernel_util.h"  // MSDFAST_ISA_CLONES
 
 namespace msdfast {
 namespace {
@@ -41,21 +39,6 @@ void span(const ddim_step::Coef<at::opmath_type<scalar_t>>& k, int64_t n, const 
   }
 }
 
-// float32, the hot path: one clone per x86 ISA level (AVX-512 / AVX2+FMA / SSE2), picked when the library loads.
-// `flatten` inlines the span variants into each clone so they are vectorised for its ISA (8-16 lanes instead of
-// SSE2's 4): cache-resident latents such as 2x4x64x64 are compute-bound. FMA contraction in the AVX clones
-// changes rounding by ~1 ulp relative to the reference.
-MSDFAST_ISA_CLONES __attribute__((flatten))
-void span_f32(const ddim_step::Coef<float>& k, int64_t n, const float* z, const float* ec, const float* eu,
-              const float* c, const float* nz, float* out, float* x0out) {
-  dispatch_bools(
-      [&](auto has_u, auto has_c, auto has_n, auto want_x0) {
-        span<float, decltype(has_u)::value, decltype(has_c)::value, decltype(has_n)::value,
-             decltype(want_x0)::value>(k, n, z, ec, eu, c, nz, out, x0out);
-      },
-      eu != nullptr, c != nullptr, nz != nullptr, x0out != nullptr);
-}
-
 template <typename scalar_t, bool HAS_U, bool HAS_C, bool HAS_N, bool X0>
 void run(int64_t batch, int64_t per_sample, const float* coef, int64_t coef_stride, const scalar_t* z,
          const scalar_t* ec, const scalar_t* eu, const scalar_t* c, const scalar_t* nz, scalar_t* out,
@@ -67,12 +50,8 @@ void run(int64_t batch, int64_t per_sample, const float* coef, int64_t coef_stri
       const int64_t lo = std::max(begin, b * per_sample), hi = std::min(end, (b + 1) * per_sample);
       const auto k = ddim_step::Coef<acc_t>::load(coef + b * coef_stride);
       auto at = [lo](const scalar_t* p) { return p ? p + lo : nullptr; };
-      if constexpr (std::is_same_v<scalar_t, float>) {
-        span_f32(k, hi - lo, z + lo, ec + lo, at(eu), at(c), at(nz), out + lo, X0 ? x0out + lo : nullptr);
-      } else {
-        span<scalar_t, HAS_U, HAS_C, HAS_N, X0>(k, hi - lo, z + lo, ec + lo, at(eu), at(c), at(nz), out + lo,
-                                                X0 ? x0out + lo : nullptr);
-      }
+      span<scalar_t, HAS_U, HAS_C, HAS_N, X0>(k, hi - lo, z + lo, ec + lo, at(eu), at(c), at(nz), out + lo,
+                                              X0 ? x0out + lo : nullptr);
     }
   });
 }

@@ -119,7 +119,7 @@ def stable_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: i
         traj = [(t, x * sch.alpha(t, device=dev).to(x.dtype)) for t in grid]
     else:
         raise ValueError(f"centers: expected 'inversion' or 'scaled', got {centers!r}")
-    centers = {t: c for t, c in traj}
+    centers = {t: _rep(c, chains) for t, c in traj}   # repeated over the chains once, not per step
     if sorted(centers) != sorted(set(grid)):
         raise RuntimeError("internal: inversion grid does not match the product grid")
     if kernel_time == "tau":
@@ -129,16 +129,16 @@ def stable_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: i
     else:
         raise ValueError(f"kernel_time: expected 'tau' or 've', got {kernel_time!r}")
     desc = grid[::-1]
-    cT = _rep(centers[desc[0]], chains)
+    cT = centers[desc[0]]
     eps = torch.randn(cT.shape, generator=generator, device=dev, dtype=x.dtype)
     d0 = math.exp(-abs(tau(desc[0]) - tau(desc[1])) / lam**2) if _in(desc[0], kernel_interval) else 1.0
     z = cT + (eps - cT) * d0
     for t, tn in zip(desc[:-1], desc[1:]):
         active = _in(t, kernel_interval)
         decay = math.exp(-abs(tau(t) - tau(tn)) / lam**2) if active else 1.0
-        z = guided_step(guidance, z, t, tn, center=_rep(centers[tn], chains) if active else None, decay=decay,
+        z = guided_step(guidance, z, t, tn, center=centers[tn] if active else None, decay=decay,
                         tag="msd-stable")
-    return z, {"grid": grid, "inversion_end": centers[desc[0]]}
+    return z, {"grid": grid}
 
 
 def posterior_level(guidance: Guidance, lam: float) -> tuple[int, float]:
