@@ -21,6 +21,7 @@ def _probe(module: str) -> str:
 def collect() -> dict[str, Any]:
     import msdfast
     from msdfast import _backend, ops
+    from msdfast.ops import _triton
 
     build = {}
     if _backend._C is not None and hasattr(_backend._C, "build_info"):
@@ -35,6 +36,7 @@ def collect() -> dict[str, Any]:
         "compiled_extension": "loaded" if _backend._C is not None else f"unavailable ({_backend._C_ERROR})",
         "build_info": build,
         "triton": _probe("triton") + (" [runnable]" if _backend.has_triton() else " [no GPU / interpreter off]"),
+        "triton_kernel_errors": dict(_triton.ERRORS),
         "tensorrt": _probe("tensorrt"),
         "tinycudann": _probe("tinycudann"),
         "onnxruntime": _probe("onnxruntime"),
@@ -51,6 +53,9 @@ def format_info(d: dict[str, Any]) -> str:
         lines.append(f"    {k}: {v}")
     for k in ("triton", "tensorrt", "tinycudann", "onnxruntime", "diffusers"):
         lines.append(f"  {k}: {d[k]}")
+        if k == "triton":
+            for mod, err in d.get("triton_kernel_errors", {}).items():
+                lines.append(f"    kernels {mod} failed to load: {err}")
     lines.append("  op backends (cpu / cuda):")
     for op, row in d["ops"].items():
         lines.append(f"    {op:<20} {row['cpu']:<10} {row['cuda']}")

@@ -38,7 +38,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", choices=SUITES, help="which benchmark suite (kernels: the fused ops)")
     parser.add_argument("--ops", nargs="+", default=list(KERNEL_OPS), choices=KERNEL_OPS,
                         help="ops to benchmark (default: all)")
-    parser.add_argument("--json", default="benchmarks/results/kernels_cpu.json", help="where pytest-benchmark writes its JSON")
+    parser.add_argument("--json", default="benchmarks/results/kernels_cpu.json",
+                        help="where pytest-benchmark writes its JSON")
     parser.add_argument("--table", default=None, help="also write the markdown tables to this file")
     parser.add_argument("--from-json", action="store_true", help="only print the tables of an existing --json")
     parser.add_argument("--quick", action="store_true",
@@ -48,7 +49,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system-malloc", action="store_true",
                         help="leave glibc malloc's defaults (by default the run keeps freed memory in the heap, see "
                              "KEEP_HEAP_ENV)")
-    parser.add_argument("--pytest-args", default="", help="extra arguments for pytest, e.g. '--benchmark-min-rounds=20'")
+    parser.add_argument("--pytest-args", default="",
+                        help="extra arguments for pytest, e.g. '--benchmark-min-rounds=20'")
 
 
 def run_pytest(ops: list[str], json_path: str, quick: bool = False, extra: str = "", threads: int | None = None,
@@ -107,9 +109,10 @@ def summary(data: dict[str, Any]) -> str:
             ideal.append((g, r))
             continue
         raw = med(r, "compiled-raw")
+        clone = med(r, "clone")
         out.append(f"| {g} | {_ms(med(r, 'reference'))} | {_ms(med(r, 'compiled'))} | "
-                   f"{_ratio(med(r, 'reference'), med(r, 'compiled'))} | {_ms(raw)} | {_ms(med(r, 'clone'))} | "
-                   f"{_ratio(med(r, 'clone'), med(r, 'compiled'), '{:.0%}')} | {_ratio(med(r, 'clone'), raw, '{:.0%}')} |")
+                   f"{_ratio(med(r, 'reference'), med(r, 'compiled'))} | {_ms(raw)} | {_ms(clone)} | "
+                   f"{_ratio(clone, med(r, 'compiled'), '{:.0%}')} | {_ratio(clone, raw, '{:.0%}')} |")
     if len(out) == 2:  # no latent-shaped groups in this run
         out = []
     if ideal:
@@ -118,10 +121,12 @@ def summary(data: dict[str, Any]) -> str:
         for g, r in ideal:
             n, c = r.get("naive", {}), r.get("compiled", {})
             ms = lambda v: "-" if v is None else f"{v * 1e3:.1f}"  # noqa: E731
-            out.append(f"| {g} | {ms(n.get('median'))} | {ms(c.get('median'))} | {_ratio(n.get('median'), c.get('median'))} "
+            c_mem = max(c.get("peak_mb") or 0.0, c.get("analytic_mb") or 0.0) if c else None
+            out.append(f"| {g} | {ms(n.get('median'))} | {ms(c.get('median'))} "
+                       f"| {_ratio(n.get('median'), c.get('median'))} "
                        f"| {n.get('peak_mb', float('nan')):.0f} ({n.get('analytic_mb', float('nan')):.0f}) "
                        f"| {c.get('peak_mb', float('nan')):.1f} ({c.get('analytic_mb', float('nan')):.1f}) "
-                       f"| {_ratio(n.get('peak_mb'), max(c.get('peak_mb') or 0.0, c.get('analytic_mb') or 0.0) if c else None, '{:.0f}x')} |")
+                       f"| {_ratio(n.get('peak_mb'), c_mem, '{:.0f}x')} |")
     return "\n".join(out) + "\n"
 
 

@@ -220,6 +220,23 @@ def test_torch_compile_fullgraph(backend):
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow  # ~20 s on 2 cores: inductor generates and compiles C++ for the surrounding pointwise ops
+def test_torch_compile_inductor_compiled_op():
+    """The full default torch.compile (inductor) around the compiled op: fake kernel, graph and result."""
+    if "compiled" not in _dispatch.available("ddim_step", "cpu"):
+        pytest.skip("compiled backend unavailable")
+    torch._dynamo.reset()
+    z, eps_c, coef, kw = make_inputs((2, 3, 5), torch.float32, FLAGS["all"], eta=0.3)
+
+    def step(z, eps_c, eps_u, center, noise):
+        out, x0 = ops.ddim_step(z, eps_c, coef, eps_u=eps_u, center=center, noise=noise, return_x0=True,
+                                backend="compiled")
+        return out * 2 + x0
+
+    got = torch.compile(step, fullgraph=True)(z, eps_c, kw["eps_u"], kw["center"], kw["noise"])
+    torch.testing.assert_close(got, step(z, eps_c, kw["eps_u"], kw["center"], kw["noise"]), rtol=1e-6, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------ edge cases
 @pytest.mark.parametrize("backend", backend_params("ddim_step"))
 def test_nan_propagates_and_empty(backend):

@@ -133,7 +133,7 @@ def _args(tmp_path, *extra: str) -> argparse.Namespace:
     from msdfast.toy.study import add_toy_arguments
     p = argparse.ArgumentParser()
     add_toy_arguments(p)
-    return p.parse_args(["--grid", "4", "--steps", "3", "--methods", "ddim", "sds", "msd-tweedie",
+    return p.parse_args(["--grid", "4", "--steps", "3", "--methods", "ddim", "sds", "msd-tweedie", "msd-tweedie-0.05",
                          "--ddim-steps", "4", "--n-data", "300", "--eff-grid", "3", "--eff-repeats", "2",
                          "--landscape-grid", "5", "--landscape-nfe", "1", "--no-progress", "--figure-resolution", "16",
                          "--out", str(tmp_path / "out"), *extra])
@@ -169,13 +169,14 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch) -> None:
     res = json.loads((out / "results.json").read_text())
     t1 = res["table1"]
     assert t1["nll"]["columns"] == ["ideal"]
-    assert list(t1["precision"]["rows"]) == ["ddim", "sds", "msd-tweedie"]
+    assert list(t1["precision"]["rows"]) == ["ddim", "sds", "msd-tweedie", "msd-tweedie-0.05"]
     for metric in ("nll", "precision", "recall", "mmd"):
         for v in t1[metric]["rows"].values():
             assert v[0] is not None and math.isfinite(v[0])
     assert set(res["table3"]["tree"]) == {"sds", "msd-tweedie"}
     pts = np.load(out / "points.npz")
-    assert set(pts.files) == {"tree__ideal--ddim", "tree__ideal--sds", "tree__ideal--msd-tweedie"}
+    assert set(pts.files) == {"tree__ideal--ddim", "tree__ideal--sds", "tree__ideal--msd-tweedie",
+                              "tree__ideal--msd-tweedie-0.05"}
     for k in pts.files:
         assert pts[k].shape == (16, 2) and np.isfinite(pts[k]).all()
     # targets moved away from their initial grid (the optimiser ran)

@@ -21,35 +21,57 @@ constexpr int64_t kGrainTiles = (int64_t(1) << 15) / kTile;
 template <typename T>
 using A_t = acc_t<T>;
 
-// sum += y_a (+ y_b): two chains per pass halves the read-modify-write traffic on the running sums.
-template <typename T>
-void add_chains(A_t<T>* MSDFAST_RESTRICT sum, const T* MSDFAST_RESTRICT ya, const T* MSDFAST_RESTRICT yb,
-                int64_t n) {
+// One pass over a tile for a group of G <= 4 chains: acc = running sum (or 0 for the first group) + the
+// group's chains in order (the summation order of torch.mean); the last group writes g = x - acc / N
+// directly, so N <= 4 chains (MSD's usual count) take a single pass with no running-sum array.
+template <typename T, int G, bool FIRST, bool LAST>
+void chain_group(int64_t n, const T* MSDFAST_RESTRICT y, int64_t stride, A_t<T>* MSDFAST_RESTRICT sum,
+                 const T* MSDFAST_RESTRICT x, T* MSDFAST_RESTRICT out, A_t<T> inv_n) {
   using A = A_t<T>;
-  if (yb == nullptr) {
-    for (int64_t j = 0; j < n; ++j) sum[j] += A(ya[j]);
-  } else {
-    for (int64_t j = 0; j < n; ++j) sum[j] = (sum[j] + A(ya[j])) + A(yb[j]);
+  const T* MSDFAST_RESTRICT y0 = y;
+  const T* MSDFAST_RESTRICT y1 = y + (G > 1 ? stride : 0);
+  const T* MSDFAST_RESTRICT y2 = y + (G > 2 ? 2 * stride : 0);
+  const T* MSDFAST_RESTRICT y3 = y + (G > 3 ? 3 * stride : 0);
+  for (int64_t j = 0; j < n; ++j) {
+    A acc = FIRST ? A(y0[j]) : sum[j] + A(y0[j]);
+    if constexpr (G > 1) acc += A(y1[j]);
+    if constexpr (G > 2) acc += A(y2[j]);
+    if constexpr (G > 3) acc += A(y3[j]);
+    // multiply by 1/N, as torch.mean's reduction does (a vector division would dominate the loop)
+    if constexpr (LAST) out[j] = static_cast<T>(A(x[j]) - acc * inv_n);
+    else sum[j] = acc;
   }
+}
+
+template <typename T, int G>
+void chain_group_dispatch(bool first, bool last, int64_t n, const T* y, int64_t stride, A_t<T>* sum, const T* x,
+                          T* out, A_t<T> inv_n) {
+  if (first && last) chain_group<T, G, true, true>(n, y, stride, sum, x, out, inv_n);
+  else if (first) chain_group<T, G, true, false>(n, y, stride, sum, x, out, inv_n);
+  else if (last) chain_group<T, G, false, true>(n, y, stride, sum, x, out, inv_n);
+  else chain_group<T, G, false, false>(n, y, stride, sum, x, out, inv_n);
 }
 
 template <typename T>
 void chain_mean_shift_typed(const T* y, const T* x, T* out, int64_t numel, int64_t n) {
   using A = acc_t<T>;
   const int64_t ntiles = (numel + kTile - 1) / kTile;
+  const A inv_n = A(1) / A(n);
   at::parallel_for(0, ntiles, kGrainTiles, [&](int64_t t0, int64_t t1) {
     alignas(64) A sum[kTile];
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t lo = t * kTile, len = std::min(kTile, numel - lo);
-      const T* y0 = y + lo;
-      for (int64_t j = 0; j < len; ++j) sum[j] = A(y0[j]);
-      // chains in order: the same summation order as torch.mean over the chain dimension
-      for (int64_t i = 1; i < n; i += 2)
-        add_chains<T>(sum, y0 + i * numel, i + 1 < n ? y0 + (i + 1) * numel : nullptr, len);
-      const A nf = A(n);
-      const T* MSDFAST_RESTRICT xt = x + lo;
-      T* MSDFAST_RESTRICT ot = out + lo;
-      for (int64_t j = 0; j < len; ++j) ot[j] = static_cast<T>(A(xt[j]) - sum[j] / nf);
+      for (int64_t i0 = 0; i0 < n; i0 += 4) {
+        const int64_t g = std::min<int64_t>(4, n - i0);
+        const bool first = i0 == 0, last = i0 + g >= n;
+        const T* yi = y + i0 * numel + lo;
+        switch (g) {
+          case 1: chain_group_dispatch<T, 1>(first, last, len, yi, numel, sum, x + lo, out + lo, inv_n); break;
+          case 2: chain_group_dispatch<T, 2>(first, last, len, yi, numel, sum, x + lo, out + lo, inv_n); break;
+          case 3: chain_group_dispatch<T, 3>(first, last, len, yi, numel, sum, x + lo, out + lo, inv_n); break;
+          default: chain_group_dispatch<T, 4>(first, last, len, yi, numel, sum, x + lo, out + lo, inv_n); break;
+        }
+      }
     }
   });
 }
@@ -59,7 +81,8 @@ at::Tensor chain_mean_shift_cpu(const at::Tensor& y_, const at::Tensor& x_, int6
   TORCH_CHECK(x_.dim() >= 1, "x: expected a batch [B, ...], got a 0-d tensor");
   TORCH_CHECK(n_chains >= 1, "n_chains: must be >= 1, got ", n_chains);
   TORCH_CHECK(y_.device() == x_.device(), "y: on device ", y_.device(), ", expected ", x_.device());
-  TORCH_CHECK(y_.scalar_type() == x_.scalar_type(), "y: dtype ", y_.scalar_type(), " does not match ", x_.scalar_type());
+  TORCH_CHECK(y_.scalar_type() == x_.scalar_type(), "y: dtype ", y_.scalar_type(), " does not match ",
+              x_.scalar_type());
   TORCH_CHECK(y_.dim() == x_.dim() && y_.sizes().slice(1) == x_.sizes().slice(1) &&
                   y_.size(0) == n_chains * x_.size(0),
               "y: shape ", y_.sizes(), " is not [n_chains * B, ...] for x of shape ", x_.sizes(),

@@ -1,4 +1,4 @@
-// Shared helpers of the msdfast CPU kernels: accumulation types, storage rounding, a vectorisable exp,
+// Shared helpers of the msdfast CPU kernels: accumulation type, largest finite value, a vectorisable exp,
 // and a per-ISA cloning attribute for the compute-bound streaming kernels.
 #pragma once
 
@@ -14,8 +14,6 @@ namespace msdfast::cpu {
 
 // fp32 accumulation for fp16/bf16/fp32 storage, fp64 for fp64 (matches reference._acc_dtype).
 template <typename T> using acc_t = at::opmath_type<T>;
-
-template <typename T> inline acc_t<T> load(const T* p, int64_t i) { return static_cast<acc_t<T>>(p[i]); }
 
 // Largest finite value of the storage type, in the accumulation type (torch.nan_to_num's +inf image).
 template <typename T> inline acc_t<T> max_finite() {

@@ -178,7 +178,8 @@ def save_points(out: Path, points: Mapping[str, np.ndarray]) -> Path:
 
 def plot_landscapes(path: Path, panels: list[tuple[str, dict[str, np.ndarray]]],
                     data: np.ndarray | None = None) -> Path:
-    """Reconstructed objective -L per method (landscape.reconstruct_landscape), data points on top."""
+    """Reconstructed objective -L per method (landscape.reconstruct_landscape), colour = its rank (percentile),
+    data points on top."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     n = max(len(panels), 1)
@@ -187,7 +188,10 @@ def plot_landscapes(path: Path, panels: list[tuple[str, dict[str, np.ndarray]]],
     for i, (title, land) in enumerate(panels):
         ax = fig.add_subplot(1, n, i + 1)
         xs, obj = land["xs"], land["objective"]
-        ax.imshow(obj, origin="lower", extent=(xs[0], xs[-1], xs[0], xs[-1]), cmap="viridis")
+        # Colour = rank of -L: far from the data every estimator's field is a steep bowl that would leave no
+        # colours for the structure near the data; ranks show where each method's peaks are.
+        rank = np.argsort(np.argsort(obj.ravel())).reshape(obj.shape) / max(obj.size - 1, 1)
+        ax.imshow(rank, origin="lower", extent=(xs[0], xs[-1], xs[0], xs[-1]), cmap="viridis")
         if data is not None:
             ax.scatter(data[:, 0], data[:, 1], s=0.3, c="w", alpha=0.3, linewidths=0)
         ax.set_xticks([])

@@ -12,10 +12,10 @@ fig_landscape_<column>.png (fig. 1/3: reconstructed loss landscape per method), 
 already done with the same configuration).
 
 DEFAULT (no options): tree, class A, ideal (exact GMM) denoiser; rows DDIM, SDS, VSD, SDI, MSD (stable) and
-the exact-posterior and Tweedie MSD variants; a 24 x 24 grid of 576 targets (--grid 32 for the paper's ~1e3),
-150 Adam steps (lr 0.08); table 3
-(efficiency) for SDS, VSD, SDI and the MSD variants on a 16 x 16 grid with 16 repeats; landscapes on a 32 x 32
-grid. MSD runs 1 chain of 10 solver steps per gradient (protocol.MSD_FAST; the paper: 1e3 Monte Carlo samples).
+the exact-posterior and Tweedie MSD variants (Tweedie also with lambda_0 = 0.05); a 32 x 32 grid of 1024 targets
+(the paper's ~1e3), 150 Adam steps (lr 0.08); table 3 (efficiency) for SDS, VSD, SDI and the MSD
+variants on a 16 x 16 grid with 16 repeats; landscapes on a 48 x 48 grid. MSD runs 1 chain of 10 solver steps per
+gradient (protocol.MSD_FAST; the paper: 1e3 Monte Carlo samples).
 """
 from __future__ import annotations
 
@@ -36,8 +36,7 @@ from .protocol import (DEFAULT_METHODS, FULL_COLUMNS, FULL_METHODS, LABELS, METH
                        ProtocolConfig, build_world, estimate_fn, evaluate, grid_points, log_density, make_estimator,
                        optimise)
 
-DEFAULT_GRID = 24
-FULL_GRID = 32
+DEFAULT_GRID = 32
 EFF_METHODS = ("sds", "vsd", "sdi", "msd", "msd-naive", "msd-posterior", "msd-tweedie", "asd", "dsd")
 # (msd-tweedie-0.05 has the same zero variance as msd-tweedie: no separate efficiency cell)
 PROBE_AT = 0.5   # efficiency and landscapes are measured on each estimator as it was half-way through its run
@@ -66,8 +65,7 @@ def add_toy_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=int, default=150, help="Adam steps (paper: 150)")
     g.add_argument("--lr", type=float, default=0.08, help="Adam learning rate (paper: 0.08)")
     g.add_argument("--grid", type=int, default=None,
-                   help=f"targets per axis over [-1.5, 1.5]^2 (default {DEFAULT_GRID}; --full: {FULL_GRID}, "
-                        "1024 targets like the paper's ~1e3)")
+                   help=f"targets per axis over [-1.5, 1.5]^2 (default {DEFAULT_GRID}: 1024 targets, the paper's ~1e3)")
     g.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds; metrics are averaged over them")
     g.add_argument("--n-data", type=int, default=10_000, help="data samples (paper: 1e4)")
     g.add_argument("--ddim-steps", type=int, default=32, help="DDIM steps of the reference row (paper: 32)")
@@ -85,7 +83,7 @@ def add_toy_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-landscape", action="store_true", help="skip the landscape figures")
     g.add_argument("--eff-grid", type=int, default=16, help="efficiency points per axis (eq. 17's average over x)")
     g.add_argument("--eff-repeats", type=int, default=16, help="independent estimates per point for eq. 17")
-    g.add_argument("--landscape-grid", type=int, default=32, help="landscape grid points per axis")
+    g.add_argument("--landscape-grid", type=int, default=48, help="landscape grid points per axis")
     g.add_argument("--landscape-nfe", type=int, default=64,
                    help="NFE budget per landscape point: repeats = budget / the method's NFE per estimate")
     g.add_argument("--figure-resolution", type=int, default=100, help="density grid of the point figures")
@@ -125,7 +123,7 @@ class Plan:
     eff_methods: list[str] = field(default_factory=list)
     eff_grid: int = 16
     eff_repeats: int = 16
-    landscape_grid: int = 32
+    landscape_grid: int = 48
     landscape_nfe: int = 64
     progress: bool = True
     figure_resolution: int = 100
@@ -147,7 +145,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     methods = list(args.methods or (FULL_METHODS if full else DEFAULT_METHODS))
     if args.steps < 1:
         raise ValueError("steps: must be >= 1")
-    grid = args.grid or (FULL_GRID if full else DEFAULT_GRID)
+    grid = args.grid or DEFAULT_GRID
     if grid < 2:
         raise ValueError("grid: must be >= 2")
     options: dict[str, dict[str, Any]] = {}
@@ -224,9 +222,9 @@ class CellStore:
         if state is not None:
             torch.save(state, f"{base}.pt")
         rec = dict(rec, fingerprint=self.fp, extra=json.loads(json.dumps(extra, default=str)))
-        tmp = base.with_suffix(".json.tmp")
+        tmp = Path(f"{base}.json.tmp")   # not with_suffix: keys may hold dots ("msd-tweedie-0.05")
         tmp.write_text(json.dumps(report._jsonable(rec)))
-        tmp.replace(base.with_suffix(".json"))   # the JSON written last marks the cell complete
+        tmp.replace(f"{base}.json")   # the JSON written last marks the cell complete
 
 
 def _mean_metrics(per_seed: list[dict[str, float]]) -> dict[str, float]:

@@ -26,6 +26,8 @@ def _noise_to_levels_kernel(x_ptr, eps_ptr, a_ptr, s_ptr, out_ptr, B, F, L, ACC:
 def noise_to_levels(x: torch.Tensor, eps: torch.Tensor, alphas: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     """Backend entry point (same arguments as msdfast.ops.reference.noise_to_levels)."""
     B, L = alphas.shape
+    if B > 65535:
+        raise ValueError(f"x: batch {B} exceeds the Triton grid limit 65535; split the batch")
     out = x.new_empty((L * B,) + tuple(x.shape[1:]))
     F = x.numel() // B if B else 0
     if out.numel():
