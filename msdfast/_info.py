@@ -56,7 +56,9 @@ def format_info(d: dict[str, Any]) -> str:
         if k == "triton":
             for mod, err in d.get("triton_kernel_errors", {}).items():
                 lines.append(f"    kernels {mod} failed to load: {err}")
+    # With a CPU-only torch no CUDA tensor can exist: say so rather than list a backend for it.
+    cuda_note = None if d["torch_cuda"] else "n/a (torch built without CUDA)"
     lines.append("  op backends (cpu / cuda):")
     for op, row in d["ops"].items():
-        lines.append(f"    {op:<20} {row['cpu']:<10} {row['cuda']}")
+        lines.append(f"    {op:<20} {row['cpu']:<10} {cuda_note or row['cuda']}")
     return "\n".join(lines)
