@@ -8,7 +8,7 @@ import torch
 
 from .. import ops
 from ..denoisers.base import Cond, Denoiser
-from ..samplers.product import SOLVERS, product_sample
+from ..samplers.product import KERNEL_TIMES, SOLVERS, product_sample
 from ..samplers.schedules import BandwidthSchedule
 from .common import GuidedEstimator
 
@@ -34,7 +34,8 @@ class MSD(GuidedEstimator):
         inversion_guidance_scale: CFG weight of the stable solver's DDIM inversion (default 1: conditional).
             The inversion runs without PSR (it only locates x's trajectory); the solvers use PSR if psr_k != 1.
         kernel_time: the stable solver's kernel-ODE time: "tau" = t / T (the paper's; lambda in its units) or
-            "ve" = s_t^2 / 2 (lambda = the data-space bandwidth of the kernel).
+            "ve" = s_t^2 / 2 (lambda = the data-space bandwidth of the kernel), or "noised" (the exact flow of
+            the noised kernel score (c - x)/(lambda^2 + s^2); see samplers.product.kernel_decay).
         centers: the stable solver's kernel centres c_t: "inversion" (DDIM inversion trajectory of x, the
             paper's practice) or "scaled" (alpha_t x, the eq. 12 centre; 0 inversion NFE).
         t_range: its t_max is the solver's top timestep (default T - 1); t_min is unused.
@@ -69,8 +70,8 @@ class MSD(GuidedEstimator):
         self.bandwidth = BandwidthSchedule(float(bandwidth), bandwidth_schedule, lambda_end, float(lambda_min))
         self.kernel_interval = None if kernel_interval is None else tuple(int(v) for v in kernel_interval)
         self.inversion_guidance_scale = float(inversion_guidance_scale)
-        if kernel_time not in ("tau", "ve"):
-            raise ValueError(f"kernel_time: expected 'tau' or 've', got {kernel_time!r}")
+        if kernel_time not in KERNEL_TIMES:
+            raise ValueError(f"kernel_time: expected one of {KERNEL_TIMES}, got {kernel_time!r}")
         self.kernel_time = kernel_time
         if centers not in ("inversion", "scaled"):
             raise ValueError(f"centers: expected 'inversion' or 'scaled', got {centers!r}")

@@ -94,6 +94,8 @@ METHOD_SPECS: dict[str, MethodSpec] = {m.key: m for m in (
     MethodSpec("asd", "ASD", "asd"),
     MethodSpec("dsd", "DSD", "dsd"),
     MethodSpec("msd", "MSD (stable, paper)", "msd", (("solver", "stable"),) + MSD_FAST),
+    MethodSpec("msd-noised", "MSD (stable, noised kernel)", "msd",
+               (("solver", "stable"), ("kernel_time", "noised"), ("centers", "scaled")) + MSD_FAST),
     MethodSpec("msd-naive", "MSD (naive eq. 12)", "msd", (("solver", "naive"),) + MSD_FAST),
     MethodSpec("msd-posterior", "MSD (exact posterior)", "msd", (("solver", "posterior"),) + MSD_FAST),
     MethodSpec("msd-tweedie", "MSD (Tweedie)", "msd", (("solver", "tweedie"),) + MSD_FAST),
@@ -104,8 +106,8 @@ METHOD_SPECS: dict[str, MethodSpec] = {m.key: m for m in (
                (("solver", "tweedie"),) + MSD_FAST + (("bandwidth", 0.05),)),
 )}
 PAPER_METHODS = ("ddim", "sds", "vsd", "sdi", "msd")
-DEFAULT_METHODS = ("ddim", "sds", "vsd", "sdi", "msd", "msd-posterior", "msd-tweedie", "msd-tweedie-0.05")
-FULL_METHODS = ("ddim", "sds", "vsd", "sdi", "asd", "dsd", "msd", "msd-naive", "msd-posterior", "msd-tweedie",
+DEFAULT_METHODS = ("ddim", "sds", "vsd", "sdi", "msd", "msd-noised", "msd-posterior", "msd-tweedie", "msd-tweedie-0.05")
+FULL_METHODS = ("ddim", "sds", "vsd", "sdi", "asd", "dsd", "msd", "msd-noised", "msd-naive", "msd-posterior", "msd-tweedie",
                 "msd-tweedie-0.05")
 LABELS = {k: m.label for k, m in METHOD_SPECS.items()}
 

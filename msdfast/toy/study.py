@@ -42,7 +42,7 @@ from .protocol import (DEFAULT_METHODS, FULL_COLUMNS, FULL_METHODS, LABELS, METH
                        optimise)
 
 DEFAULT_GRID = 32
-EFF_METHODS = ("sds", "vsd", "sdi", "msd", "msd-naive", "msd-posterior", "msd-tweedie", "asd", "dsd")
+EFF_METHODS = ("sds", "vsd", "sdi", "msd", "msd-noised", "msd-naive", "msd-posterior", "msd-tweedie", "asd", "dsd")
 # (msd-tweedie-0.05 has the same zero variance as msd-tweedie: no separate efficiency cell)
 PROBE_AT = 0.5   # efficiency and landscapes are measured on each estimator as it was half-way through its run
 
