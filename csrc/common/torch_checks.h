@@ -47,4 +47,11 @@ inline const T* opt_ptr(const std::optional<at::Tensor>& t, at::Tensor& keep) {
   return keep.data_ptr<T>();
 }
 
+// Untyped variant for launchers that take void pointers (the CUDA glue).
+inline const void* opt_data(const std::optional<at::Tensor>& t, at::Tensor& keep) {
+  if (!t.has_value()) return nullptr;
+  keep = t->contiguous();
+  return keep.const_data_ptr();
+}
+
 }  // namespace msdfast

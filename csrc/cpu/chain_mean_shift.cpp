@@ -7,6 +7,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include "common/op_checks.h"
 #include "common/macros.h"
 #include "common/torch_checks.h"
 #include "cpu_kernel_util.h"
@@ -77,16 +78,7 @@ void chain_mean_shift_typed(const T* y, const T* x, T* out, int64_t numel, int64
 }
 
 at::Tensor chain_mean_shift_cpu(const at::Tensor& y_, const at::Tensor& x_, int64_t n_chains) {
-  check_float("x", x_);
-  TORCH_CHECK(x_.dim() >= 1, "x: expected a batch [B, ...], got a 0-d tensor");
-  TORCH_CHECK(n_chains >= 1, "n_chains: must be >= 1, got ", n_chains);
-  TORCH_CHECK(y_.device() == x_.device(), "y: on device ", y_.device(), ", expected ", x_.device());
-  TORCH_CHECK(y_.scalar_type() == x_.scalar_type(), "y: dtype ", y_.scalar_type(), " does not match ",
-              x_.scalar_type());
-  TORCH_CHECK(y_.dim() == x_.dim() && y_.sizes().slice(1) == x_.sizes().slice(1) &&
-                  y_.size(0) == n_chains * x_.size(0),
-              "y: shape ", y_.sizes(), " is not [n_chains * B, ...] for x of shape ", x_.sizes(),
-              " and n_chains = ", n_chains);
+  check_chain_mean_shift_args(y_, x_, n_chains);
   const at::Tensor y = y_.contiguous(), x = x_.contiguous();
   at::Tensor out = at::empty(x.sizes(), x.options());
   if (x.numel() == 0) return out;

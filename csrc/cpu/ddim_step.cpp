@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <tuple>
 
+#include "common/op_checks.h"
 #include "common/ddim_step.h"
 #include "common/static_dispatch.h"
 #include "common/torch_checks.h"
@@ -60,14 +61,8 @@ std::tuple<at::Tensor, at::Tensor> ddim_step_cpu(const at::Tensor& z_, const at:
                                                  const std::optional<at::Tensor>& eps_u,
                                                  const at::Tensor& coef_, const std::optional<at::Tensor>& center,
                                                  const std::optional<at::Tensor>& noise, bool return_x0) {
-  check_float("z", z_);
-  TORCH_CHECK(z_.dim() >= 1, "z: expected a batch [B, ...], got a 0-d tensor");
-  check_like("eps_c", eps_c_, z_);
-  check_like("eps_u", eps_u, z_);
-  check_like("center", center, z_);
-  check_like("noise", noise, z_);
+  check_ddim_step_args(z_, eps_c_, eps_u, coef_, center, noise);
   const int64_t batch = z_.size(0);
-  check_coef("coef", coef_, batch, ddim_step::kNumCols, z_);
 
   const at::Tensor z = z_.contiguous(), eps_c = eps_c_.contiguous(), coef = coef_.contiguous();
   at::Tensor out = at::empty(z.sizes(), z.options());

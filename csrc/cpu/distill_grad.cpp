@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/op_checks.h"
 #include "common/distill_grad.h"
 #include "common/static_dispatch.h"
 #include "common/torch_checks.h"
@@ -80,13 +81,7 @@ double run(int64_t numel, int64_t per_sample, const float* coef, int64_t coef_st
 std::tuple<at::Tensor, at::Tensor, at::Tensor> distill_grad_cpu(
     const at::Tensor& eps_c_, const at::Tensor& eps_target_, const std::optional<at::Tensor>& eps_u,
     const at::Tensor& coef_, const std::optional<at::Tensor>& x, std::optional<double> clip) {
-  check_float("eps_c", eps_c_);
-  TORCH_CHECK(eps_c_.dim() >= 1, "eps_c: expected a batch [B, ...], got a 0-d tensor");
-  check_like("eps_target", eps_target_, eps_c_);
-  check_like("eps_u", eps_u, eps_c_);
-  check_like("x", x, eps_c_);
-  check_coef("coef", coef_, eps_c_.size(0), distill_grad::kNumCols, eps_c_);
-  TORCH_CHECK(!clip.has_value() || *clip > 0, "clip: must be positive or None, got ", *clip);
+  check_distill_grad_args(eps_c_, eps_target_, eps_u, coef_, x, clip);
 
   const at::Tensor eps_c = eps_c_.contiguous(), eps_target = eps_target_.contiguous(), coef = coef_.contiguous();
   at::Tensor g = at::empty(eps_c.sizes(), eps_c.options());

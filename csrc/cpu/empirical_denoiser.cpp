@@ -15,6 +15,7 @@
 
 #include <vector>
 
+#include "common/op_checks.h"
 #include "common/torch_checks.h"
 #include "cpu_kernel_util.h"
 
@@ -170,17 +171,7 @@ void empirical_denoiser_typed(const at::Tensor& x, const at::Tensor& data, const
 }
 
 at::Tensor empirical_denoiser_cpu(const at::Tensor& x_, const at::Tensor& data_, const at::Tensor& s_) {
-  check_float("x", x_);
-  TORCH_CHECK(x_.dim() == 2, "x: expected [M, d] queries, got shape ", x_.sizes());
-  TORCH_CHECK(data_.dim() == 2 && data_.size(1) == x_.size(1) && data_.size(0) > 0, "data: expected a non-empty [N, ",
-              x_.size(1), "] tensor, got shape ", data_.sizes());
-  TORCH_CHECK(data_.scalar_type() == x_.scalar_type(), "data: dtype ", data_.scalar_type(), " does not match ",
-              x_.scalar_type());
-  TORCH_CHECK(data_.device() == x_.device(), "data: on device ", data_.device(), ", expected ", x_.device());
-  TORCH_CHECK(s_.dim() == 1 && s_.size(0) == x_.size(0), "s: expected an [M] = [", x_.size(0), "] tensor, got ",
-              s_.sizes());
-  TORCH_CHECK(s_.scalar_type() == at::kFloat, "s: expected float32, got ", s_.scalar_type());
-  TORCH_CHECK(s_.device() == x_.device(), "s: on device ", s_.device(), ", expected ", x_.device());
+  check_empirical_denoiser_args(x_, data_, s_);
   const at::Tensor x = x_.contiguous(), data = data_.contiguous(), s = s_.contiguous();
   at::Tensor out = at::empty(x.sizes(), x.options());
   if (x.numel() == 0) return out;

@@ -16,6 +16,7 @@
 
 #include <vector>
 
+#include "common/op_checks.h"
 #include "common/gmm_score.h"
 #include "common/torch_checks.h"
 #include "cpu_kernel_util.h"
@@ -91,22 +92,7 @@ void gmm_score_typed(const at::Tensor& x, const at::Tensor& weights, const at::T
 std::tuple<at::Tensor, at::Tensor> gmm_score_cpu(const at::Tensor& x_, const at::Tensor& weights_,
                                                  const at::Tensor& means_, const at::Tensor& covs_,
                                                  const at::Tensor& s_) {
-  check_float("x", x_);
-  TORCH_CHECK(x_.dim() == 2 && x_.size(1) == 2, "x: expected [M, 2] points, got shape ", x_.sizes());
-  const int64_t K = weights_.dim() == 1 ? weights_.size(0) : -1;
-  TORCH_CHECK(K > 0, "weights: expected a non-empty [K] tensor, got shape ", weights_.sizes());
-  TORCH_CHECK(means_.dim() == 2 && means_.size(0) == K && means_.size(1) == 2, "means: expected shape [", K,
-              ", 2], got ", means_.sizes());
-  TORCH_CHECK(covs_.dim() == 3 && covs_.size(0) == K && covs_.size(1) == 2 && covs_.size(2) == 2,
-              "covs: expected shape [", K, ", 2, 2], got ", covs_.sizes());
-  TORCH_CHECK(s_.dim() == 1 && s_.size(0) == x_.size(0), "s: expected an [M] = [", x_.size(0), "] tensor, got ",
-              s_.sizes());
-  for (const auto& [name, t] : {std::pair{"weights", &weights_}, std::pair{"means", &means_},
-                                std::pair{"covs", &covs_}, std::pair{"s", &s_}}) {
-    TORCH_CHECK(t->scalar_type() == x_.scalar_type(), name, ": dtype ", t->scalar_type(), " does not match ",
-                x_.scalar_type());
-    TORCH_CHECK(t->device() == x_.device(), name, ": on device ", t->device(), ", expected ", x_.device());
-  }
+  const int64_t K = check_gmm_score_args(x_, weights_, means_, covs_, s_);
   const at::Tensor x = x_.contiguous(), weights = weights_.contiguous(), means = means_.contiguous(),
                    covs = covs_.contiguous(), s = s_.contiguous();
   at::Tensor score = at::empty(x.sizes(), x.options());

@@ -8,6 +8,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include "common/op_checks.h"
 #include "common/macros.h"
 #include "common/torch_checks.h"
 #include "cpu_kernel_util.h"
@@ -57,16 +58,8 @@ void noise_to_levels_typed(const T* x, const T* eps, const float* al, const floa
 
 at::Tensor noise_to_levels_cpu(const at::Tensor& x_, const at::Tensor& eps_, const at::Tensor& alphas_,
                                const at::Tensor& sigmas_) {
-  check_float("x", x_);
-  TORCH_CHECK(x_.dim() >= 1, "x: expected a batch [B, ...], got a 0-d tensor");
-  check_like("eps", eps_, x_);
+  check_noise_to_levels_args(x_, eps_, alphas_, sigmas_);
   const int64_t B = x_.size(0);
-  for (const auto& [name, t] : {std::pair{"alphas", &alphas_}, std::pair{"sigmas", &sigmas_}}) {
-    TORCH_CHECK(t->dim() == 2 && t->size(0) == B, name, ": expected a [", B, ", L] table, got ", t->sizes());
-    TORCH_CHECK(t->scalar_type() == at::kFloat, name, ": expected float32, got ", t->scalar_type());
-    TORCH_CHECK(t->device() == x_.device(), name, ": on device ", t->device(), ", expected ", x_.device());
-  }
-  TORCH_CHECK(alphas_.size(1) == sigmas_.size(1), "sigmas: must have as many levels (columns) as alphas");
   const at::Tensor x = x_.contiguous(), eps = eps_.contiguous(), alphas = alphas_.contiguous(),
                    sigmas = sigmas_.contiguous();
   const int64_t L = alphas.size(1);

@@ -5,6 +5,7 @@
 
 #include <tuple>
 
+#include "common/op_checks.h"
 #include "common/ddim_step.h"
 #include "common/torch_checks.h"
 #include "cuda/ddim_step_kernel.h"
@@ -13,24 +14,12 @@
 namespace msdfast {
 namespace {
 
-const void* opt_data(const std::optional<at::Tensor>& t, at::Tensor& keep) {
-  if (!t.has_value()) return nullptr;
-  keep = t->contiguous();
-  return keep.const_data_ptr();
-}
-
 std::tuple<at::Tensor, at::Tensor> ddim_step_cuda(const at::Tensor& z_, const at::Tensor& eps_c_,
                                                   const std::optional<at::Tensor>& eps_u,
                                                   const at::Tensor& coef_, const std::optional<at::Tensor>& center,
                                                   const std::optional<at::Tensor>& noise, bool return_x0) {
-  check_float("z", z_);
-  TORCH_CHECK(z_.dim() >= 1, "z: expected a batch [B, ...], got a 0-d tensor");
-  check_like("eps_c", eps_c_, z_);
-  check_like("eps_u", eps_u, z_);
-  check_like("center", center, z_);
-  check_like("noise", noise, z_);
+  check_ddim_step_args(z_, eps_c_, eps_u, coef_, center, noise);
   const int64_t batch = z_.size(0);
-  check_coef("coef", coef_, batch, ddim_step::kNumCols, z_);
 
   const c10::cuda::CUDAGuard guard(z_.device());
   const at::Tensor z = z_.contiguous(), eps_c = eps_c_.contiguous(), coef = coef_.contiguous();

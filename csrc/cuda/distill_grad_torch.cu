@@ -5,6 +5,7 @@
 
 #include <tuple>
 
+#include "common/op_checks.h"
 #include "common/distill_grad.h"
 #include "common/torch_checks.h"
 #include "cuda/distill_grad_kernel.h"
@@ -13,23 +14,11 @@
 namespace msdfast {
 namespace {
 
-const void* opt_data(const std::optional<at::Tensor>& t, at::Tensor& keep) {
-  if (!t.has_value()) return nullptr;
-  keep = t->contiguous();
-  return keep.const_data_ptr();
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> distill_grad_cuda(
     const at::Tensor& eps_c_, const at::Tensor& eps_target_, const std::optional<at::Tensor>& eps_u,
     const at::Tensor& coef_, const std::optional<at::Tensor>& x, std::optional<double> clip) {
-  check_float("eps_c", eps_c_);
-  TORCH_CHECK(eps_c_.dim() >= 1, "eps_c: expected a batch [B, ...], got a 0-d tensor");
-  check_like("eps_target", eps_target_, eps_c_);
-  check_like("eps_u", eps_u, eps_c_);
-  check_like("x", x, eps_c_);
+  check_distill_grad_args(eps_c_, eps_target_, eps_u, coef_, x, clip);
   const int64_t batch = eps_c_.size(0);
-  check_coef("coef", coef_, batch, distill_grad::kNumCols, eps_c_);
-  TORCH_CHECK(!clip.has_value() || *clip > 0, "clip: must be positive or None, got ", *clip);
 
   const c10::cuda::CUDAGuard guard(eps_c_.device());
   const at::Tensor eps_c = eps_c_.contiguous(), eps_target = eps_target_.contiguous(), coef = coef_.contiguous();
