@@ -52,10 +52,14 @@ def format_log_eff(v: float) -> str:
     return f"{v:.2f}"
 
 
-def efficiency_from_samples(samples: torch.Tensor, cost: float, rel_tol: float = 1e-10) -> Efficiency:
+def efficiency_from_samples(samples: torch.Tensor, cost: float, rel_tol: float = 1e-10,
+                            reference: torch.Tensor | None = None) -> Efficiency:
     """Eq. 17 from R independent estimates at P points: samples [R, P, D] (module doc).
 
-    Variance below rel_tol * |g|^2 is float rounding, not randomness: counted as zero.
+    By default g is the estimator's own mean (MATH.md), so MSE is the unbiased variance and |g|^2 is
+    bias-corrected. With `reference` [P, D] (a true gradient, e.g. the exact mean shift) g is that and the
+    MSE counts the estimator's bias too. Variance below rel_tol * |g|^2 is float rounding, not randomness:
+    counted as zero.
     """
     if samples.ndim != 3 or samples.shape[0] < 2:
         raise ValueError(f"samples: expected [R >= 2, P, D], got {tuple(samples.shape)}")
@@ -63,11 +67,18 @@ def efficiency_from_samples(samples: torch.Tensor, cost: float, rel_tol: float =
         raise ValueError("cost: NFE per estimate must be positive")
     s = samples.double()
     R, P, _ = s.shape
-    gbar = s.mean(0)
-    v = (s - gbar).pow(2).sum(-1).sum(0) / (R - 1)               # [P]
-    g2 = gbar.pow(2).sum(-1)
+    if reference is not None:
+        if reference.shape != s.shape[1:]:
+            raise ValueError(f"reference: expected shape {tuple(s.shape[1:])}, got {tuple(reference.shape)}")
+        ref = reference.double()
+        v = (s - ref).pow(2).sum(-1).mean(0)                      # MSE against the true g, [P]
+        g2c = g2 = ref.pow(2).sum(-1)
+    else:
+        gbar = s.mean(0)
+        v = (s - gbar).pow(2).sum(-1).sum(0) / (R - 1)           # [P]
+        g2 = gbar.pow(2).sum(-1)
+        g2c = g2 - v / R
     v = torch.where(v <= rel_tol * g2, torch.zeros_like(v), v)
-    g2c = g2 - v / R
     mean_sq, mse = float(g2c.mean()), float(v.mean())
     if mse == 0.0:
         log_eff = math.inf if mean_sq > 0 else math.nan

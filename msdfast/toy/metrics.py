@@ -10,8 +10,7 @@
   recall = share of real points inside some generated point's radius.
 * MMD^2 with an RBF kernel averaged over bandwidths MMD_BANDWIDTHS = (0.02, 0.05, 0.1, 0.2, 0.5):
   k(a, b) = mean_h exp(-|a - b|^2 / (2 h^2)); biased V-statistic mean Kxx + mean Kyy - 2 mean Kxy >= 0.
-* Estimator efficiency (MSD paper eq. 17): |g(x)|^2 / (MSE(g_hat(x)) cost), g the estimator's mean at x,
-  MSE over repeated independent estimates, cost = NFE per estimate; averaged over x, reported as log.
+* Estimator efficiency (MSD paper eq. 17) lives in msdfast.toy.efficiency.
 Everything streams over query chunks (memory chunk x N), in float64.
 """
 from __future__ import annotations
@@ -23,7 +22,7 @@ import torch
 
 from .datasets import GMM
 
-__all__ = ["nll", "gmm_nll", "kde_log_prob", "precision_recall", "knn_radii", "mmd", "efficiency",
+__all__ = ["nll", "gmm_nll", "kde_log_prob", "precision_recall", "knn_radii", "mmd",
            "KDE_BANDWIDTH", "MMD_BANDWIDTHS", "PR_K"]
 
 KDE_BANDWIDTH = 0.05
@@ -112,19 +111,3 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float] = MMD_BAND
     return max(_kmean(x, x, bandwidths) + _kmean(y, y, bandwidths) - 2 * _kmean(x, y, bandwidths), 0.0)
 
 
-def efficiency(estimates: torch.Tensor, cost: float, g: torch.Tensor | None = None) -> dict[str, float | torch.Tensor]:
-    """MC estimator efficiency, MSD paper eq. 17: eff(x) = |g(x)|^2 / (MSE(g_hat(x)) cost).
-
-    estimates: [R, B, ...] R independent estimates at each of B points x; g: the reference gradient [B, ...]
-    (default: the estimates' mean, i.e. MSE = variance); cost: NFE per single estimate.
-    Returns {"log_efficiency": log of the mean over x, "per_point": eff(x) [B]}.
-    """
-    if not isinstance(estimates, torch.Tensor) or estimates.ndim < 2 or estimates.shape[0] < 2:
-        raise ValueError("estimates: expected [R >= 2, B, ...] repeated estimates")
-    if not cost > 0:
-        raise ValueError(f"cost: must be positive, got {cost}")
-    e = estimates.detach().to(torch.float64).flatten(2)
-    ref = e.mean(0) if g is None else g.detach().to(torch.float64).reshape(e.shape[1:])
-    mse = (e - ref[None]).square().sum(-1).mean(0)
-    per = ref.square().sum(-1) / (mse.clamp_min(1e-300) * cost)
-    return {"log_efficiency": float(per.mean().log()), "per_point": per}
