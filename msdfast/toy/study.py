@@ -216,7 +216,7 @@ class CellStore:
                 rec["arrays"] = {k: z[k] for k in z.files}
         st = self.dir / f"{kind}--{_safe(key)}.pt"
         if st.is_file():
-            rec["state"] = torch.load(st, weights_only=False)
+            rec["state"] = torch.load(st, weights_only=True)  # estimator state: tensors, dicts, primitives
         return rec
 
     def save(self, kind: str, key: str, rec: dict[str, Any], arrays: dict[str, np.ndarray] | None = None,
