@@ -22,3 +22,17 @@ import msdfast  # noqa: E402,F401  (import after the environment is final)
 def _seed() -> None:
     """Every test starts from the same global RNG state (tests that need streams use a Generator)."""
     torch.manual_seed(0)
+
+
+# The tiny random Stable Diffusion shared by the SD tests: written once per session, loaded once per module.
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    return tmp_path_factory.getbasetemp()
+
+
+@pytest.fixture(scope="module")
+def den(root):  # noqa: ANN001, ANN201
+    from msdfast.denoisers.sd import load_stable_diffusion
+    from msdfast.testing.tiny_sd import tiny_sd_path
+
+    return load_stable_diffusion(tiny_sd_path(root=root), cache_dir=root / "cache")

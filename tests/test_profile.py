@@ -21,18 +21,6 @@ from msdfast.profile import add_profile_arguments, format_table, profile_gradien
 from msdfast.testing.tiny_sd import tiny_sd_path
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.getbasetemp()
-
-
-@pytest.fixture(scope="module")
-def den(root: Path):  # noqa: ANN201
-    from msdfast.denoisers.sd import load_stable_diffusion
-
-    return load_stable_diffusion(tiny_sd_path(root=root), cache_dir=root / "cache")
-
-
 def _build(method: str, den: Any, **opts: Any):  # noqa: ANN202
     from msdfast import estimators
 

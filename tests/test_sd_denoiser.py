@@ -12,16 +12,6 @@ from msdfast.denoisers.sd import PromptEmbeddings, load_stable_diffusion, view_d
 from msdfast.testing.tiny_sd import TINY_LATENT_SIZE, TINY_RENDER_SIZE, tiny_sd_path
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.getbasetemp()
-
-
-@pytest.fixture(scope="module")
-def den(root: Path):  # noqa: ANN201
-    return load_stable_diffusion(tiny_sd_path(root=root), cache_dir=root / "cache")
-
-
 def _inputs(n: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     return torch.randn(n, 4, 8, 8, generator=g), torch.tensor([5, 400, 960][:n])
