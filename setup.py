@@ -38,7 +38,8 @@ def _extensions() -> tuple[list, dict]:
     # -g0 overrides the -g in Python's own CFLAGS: debug info for torch-header-heavy TUs costs compile time.
     opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]
     # No -march=native / -ffast-math: the wheel must run on other CPUs, and NaN/inf must propagate.
-    cxx = opt + ["-fopenmp", "-Wall", "-Wno-unused-function"]
+    # -fno-math-errno: sqrt/exp need not set errno, so loops over them vectorise (NaN/inf still propagate).
+    cxx = opt + ["-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unused-function"]
     sources = _rel("csrc/*.cpp") + _rel("csrc/cpu/*.cpp")
     macros = [("MSDFAST_WITH_CUDA", "1" if with_cuda else "0")]
     kwargs = dict(name="msdfast._C", include_dirs=[os.path.join(ROOT, "csrc")], define_macros=macros,

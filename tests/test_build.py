@@ -13,6 +13,7 @@ import torch
 import msdfast
 from msdfast import _backend, cli
 from msdfast.ops import _compiled, _dispatch
+from msdfast.ops.reference import ddim_step as reference_ddim
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
@@ -97,11 +98,26 @@ def test_import_and_ops_work_without_the_extension():
 
 
 def test_forced_backend_environment(monkeypatch):
+    """The environment is read at import and by reload_backend_environment(); calls then use the forced backend."""
+    import msdfast.ops as ops
+    calls = []
+    monkeypatch.setitem(_dispatch._REGISTRY["ddim_step"], "reference",
+                        (lambda *a: calls.append(1) or reference_ddim(*a), frozenset({"cpu"})))
     monkeypatch.setenv("MSDFAST_BACKEND_DDIM_STEP", "reference")
-    assert _dispatch.choose("ddim_step", "cpu") == "reference"
-    monkeypatch.setenv("MSDFAST_BACKEND_DDIM_STEP", "nope")
-    with pytest.raises(ValueError, match="MSDFAST_BACKEND"):
-        _dispatch.choose("ddim_step", "cpu")
+    try:
+        ops.reload_backend_environment()
+        assert _dispatch.choose("ddim_step", "cpu") == "reference"
+        z = torch.randn(2, 3)
+        ops.ddim_step(z, z, ops.step_coefficients(2, 0.8, 0.6, 0.9, 0.43))
+        assert calls == [1]
+        monkeypatch.setenv("MSDFAST_BACKEND_DDIM_STEP", "nope")
+        ops.reload_backend_environment()
+        with pytest.raises(ValueError, match="MSDFAST_BACKEND"):
+            _dispatch.choose("ddim_step", "cpu")
+    finally:
+        monkeypatch.undo()
+        ops.reload_backend_environment()
+    assert _dispatch.choose("ddim_step", "cpu") == _dispatch.available("ddim_step", "cpu")[0]
 
 
 def test_version_matches_pyproject():

@@ -52,6 +52,31 @@ inline float fast_exp(float x) {
   return p * scale;
 }
 
-inline double fast_exp(double x) { return std::exp(x); }
+// exp(x) for doubles, branch-free for the same reason (Cephes exp: x = n ln2 + r with a two-part ln2, Pade
+// form exp(r) = 1 + 2 r P(r^2) / (Q(r^2) - r P(r^2)); ~1 ulp on |r| <= ln2/2). Inputs below -708.39 are
+// clamped (returning ~2e-308 instead of 0 or a subnormal): harmless in a softmax whose largest term is 1.
+inline double fast_exp(double x) {
+  x = std::min(std::max(x, -708.39), 709.78);
+  const double t = x * 1.4426950408889634074;
+  const double n = (t + 6755399441055744.0) - 6755399441055744.0;  // round to nearest (1.5 * 2^52 trick)
+  double r = x - n * 6.93145751953125e-1;
+  r = r - n * 1.42860682030941723212e-6;
+  const double rr = r * r;
+  const double p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1);
+  const double q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr + 2.27265548208155028766e-1) * rr
+                   + 2.00000000000000000009e0;
+  const double e = 1.0 + 2.0 * (p / (q - p));
+  const int64_t bits = (static_cast<int64_t>(n) + 1023) << 52;
+  double scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return e * scale;
+}
+
+// Forces a helper into its caller, so that a MSDFAST_ISA_CLONES caller compiles it for its own ISA.
+#if defined(__GNUC__)
+#define MSDFAST_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define MSDFAST_ALWAYS_INLINE inline
+#endif
 
 }  // namespace msdfast::cpu

@@ -24,7 +24,86 @@
 namespace msdfast::cpu {
 namespace {
 
-constexpr int64_t kTile = 256;  // components per pass (4 buffers of kTile values stay in L1)
+constexpr int64_t kTile = 256;   // components per pass (4 buffers of kTile values stay in L1)
+constexpr int64_t kChunk = 64;   // queries converted to the accumulation type per kernel call
+constexpr int kLanes = 8;        // independent partial maxima: lets the max reduction vectorise
+
+// Per-component constants in SoA form, computed once: log phi_k (normalised), mu_k, S_k entries.
+template <typename A>
+struct Components {
+  std::vector<A> logw, mx, my, ca, cb, cd;
+};
+
+// Score and log-density (without -log 2pi) of nq queries (x0, x1, s^2) against all components. A template body,
+// inlined into one non-template function per accumulation type, each cloned per ISA (MSDFAST_ISA_CLONES).
+template <typename A>
+MSDFAST_ALWAYS_INLINE void score_queries(const Components<A>& c, const A* x0s, const A* x1s, const A* s2s, int64_t nq,
+                                         A* g0s, A* g1s, A* lps) {
+  const int64_t K = static_cast<int64_t>(c.logw.size());
+  const A ninf = -std::numeric_limits<A>::infinity();
+  alignas(64) A qv[kTile], rd[kTile], v0[kTile], v1[kTile];
+  for (int64_t q = 0; q < nq; ++q) {
+    const A x0 = x0s[q], x1 = x1s[q], s2 = s2s[q];
+    // Streaming log-sum-exp, shifted by the running max m of q_k = log phi_k - maha_k / 2 (no log per
+    // pair): weight_k = exp(q_k - m) |C_k|^-1/2, logp = m + log(sum weights) - log 2pi.
+    A m = ninf, l = A(0), g0 = A(0), g1 = A(0);
+    for (int64_t k0 = 0; k0 < K; k0 += kTile) {
+      const int64_t len = std::min(kTile, K - k0);
+      for (int64_t j = 0; j < len; ++j) {  // pass 1: divisions and sqrt (vectorised: needs -fno-math-errno)
+        A det;
+        const int64_t k = k0 + j;
+        qv[j] = gmm_score::component_q(c.logw[k], c.mx[k], c.my[k], c.ca[k], c.cb[k], c.cd[k], s2, x0, x1, v0[j],
+                                       v1[j], det);
+        rd[j] = A(1) / std::sqrt(det);
+      }
+      A lane_max[kLanes];
+      for (int i = 0; i < kLanes; ++i) lane_max[i] = ninf;
+      const int64_t nfull = len - len % kLanes;
+      for (int64_t j = 0; j < nfull; j += kLanes)
+        for (int i = 0; i < kLanes; ++i) lane_max[i] = std::max(lane_max[i], qv[j + i]);
+      A tmax = ninf;
+      for (int64_t j = nfull; j < len; ++j) tmax = std::max(tmax, qv[j]);
+      for (int i = 0; i < kLanes; ++i) tmax = std::max(tmax, lane_max[i]);
+      if (!(tmax > ninf)) continue;  // only zero-weight components
+      if (tmax > m) {                // online rescale, once per tile
+        const A r = std::exp(m - tmax);
+        l *= r; g0 *= r; g1 *= r;
+        m = tmax;
+      }
+      A sl = A(0), s0 = A(0), s1 = A(0);
+#pragma omp simd reduction(+ : sl, s0, s1)
+      for (int64_t j = 0; j < len; ++j) {  // pass 2: one exp per pair
+        const A e = fast_exp(qv[j] - m) * rd[j];
+        sl += e; s0 += e * v0[j]; s1 += e * v1[j];
+      }
+      l += sl; g0 += s0; g1 += s1;
+    }
+    g0s[q] = g0 / l;
+    g1s[q] = g1 / l;
+    lps[q] = m + std::log(l);
+  }
+}
+
+MSDFAST_ISA_CLONES
+void score_queries_f32(const Components<float>& c, const float* x0, const float* x1, const float* s2, int64_t nq,
+                       float* g0, float* g1, float* lp) {
+  score_queries<float>(c, x0, x1, s2, nq, g0, g1, lp);
+}
+
+MSDFAST_ISA_CLONES
+void score_queries_f64(const Components<double>& c, const double* x0, const double* x1, const double* s2, int64_t nq,
+                       double* g0, double* g1, double* lp) {
+  score_queries<double>(c, x0, x1, s2, nq, g0, g1, lp);
+}
+
+inline void score_queries_isa(const Components<float>& c, const float* x0, const float* x1, const float* s2, int64_t nq,
+                              float* g0, float* g1, float* lp) {
+  score_queries_f32(c, x0, x1, s2, nq, g0, g1, lp);
+}
+inline void score_queries_isa(const Components<double>& c, const double* x0, const double* x1, const double* s2,
+                              int64_t nq, double* g0, double* g1, double* lp) {
+  score_queries_f64(c, x0, x1, s2, nq, g0, g1, lp);
+}
 
 template <typename T>
 void gmm_score_typed(const at::Tensor& x, const at::Tensor& weights, const at::Tensor& means, const at::Tensor& covs,
@@ -33,8 +112,8 @@ void gmm_score_typed(const at::Tensor& x, const at::Tensor& weights, const at::T
   const int64_t M = x.size(0), K = weights.size(0);
   const T* xp = x.const_data_ptr<T>();
   const T* sp = s.const_data_ptr<T>();
-  // Per-component constants in SoA form, computed once: log phi_k (normalised), mu_k, S_k entries.
-  std::vector<A> logw(K), mx(K), my(K), ca(K), cb(K), cd(K);
+  Components<A> c;
+  for (auto* v : {&c.logw, &c.mx, &c.my, &c.ca, &c.cb, &c.cd}) v->resize(K);
   {
     const T* w = weights.const_data_ptr<T>();
     const T* mu = means.const_data_ptr<T>();
@@ -42,49 +121,31 @@ void gmm_score_typed(const at::Tensor& x, const at::Tensor& weights, const at::T
     A wsum = 0;
     for (int64_t k = 0; k < K; ++k) wsum += A(w[k]);
     for (int64_t k = 0; k < K; ++k) {
-      logw[k] = std::log(A(w[k]) / wsum);
-      mx[k] = A(mu[2 * k]); my[k] = A(mu[2 * k + 1]);
-      ca[k] = A(cv[4 * k]); cb[k] = A(cv[4 * k + 1]); cd[k] = A(cv[4 * k + 3]);
+      c.logw[k] = std::log(A(w[k]) / wsum);
+      c.mx[k] = A(mu[2 * k]); c.my[k] = A(mu[2 * k + 1]);
+      c.ca[k] = A(cv[4 * k]); c.cb[k] = A(cv[4 * k + 1]); c.cd[k] = A(cv[4 * k + 3]);
     }
   }
   const A log2pi = std::log(A(2) * A(M_PI));
   T* sc = score.mutable_data_ptr<T>();
   T* lp = logp.mutable_data_ptr<T>();
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(K, 1));
-  at::parallel_for(0, M, grain, [&](int64_t q0, int64_t q1) {
-    alignas(64) A qv[kTile], rd[kTile], v0[kTile], v1[kTile];
-    for (int64_t q = q0; q < q1; ++q) {
-      const A x0 = A(xp[2 * q]), x1 = A(xp[2 * q + 1]), sv = A(sp[q]), s2 = sv * sv;
-      // Streaming log-sum-exp, shifted by the running max m of q_k = log phi_k - maha_k / 2 (no log per
-      // pair): weight_k = exp(q_k - m) |C_k|^-1/2, logp = m + log(sum weights) - log 2pi.
-      A m = -std::numeric_limits<A>::infinity(), l = A(0), g0 = A(0), g1 = A(0);
-      for (int64_t k0 = 0; k0 < K; k0 += kTile) {
-        const int64_t len = std::min(kTile, K - k0);
-        A tmax = -std::numeric_limits<A>::infinity();
-        for (int64_t j = 0; j < len; ++j) {  // pass 1: divisions and sqrt only, vectorised
-          A det;
-          const int64_t k = k0 + j;
-          qv[j] = gmm_score::component_q(logw[k], mx[k], my[k], ca[k], cb[k], cd[k], s2, x0, x1, v0[j], v1[j], det);
-          rd[j] = A(1) / std::sqrt(det);
-          tmax = qv[j] > tmax ? qv[j] : tmax;
-        }
-        if (!(tmax > -std::numeric_limits<A>::infinity())) continue;  // only zero-weight components
-        if (tmax > m) {  // online rescale, once per tile
-          const A r = std::exp(m - tmax);
-          l *= r; g0 *= r; g1 *= r;
-          m = tmax;
-        }
-        A sl = A(0), s0 = A(0), s1 = A(0);
-#pragma omp simd reduction(+ : sl, s0, s1)
-        for (int64_t j = 0; j < len; ++j) {  // pass 2: one exp per pair
-          const A e = cpu::fast_exp(qv[j] - m) * rd[j];
-          sl += e; s0 += e * v0[j]; s1 += e * v1[j];
-        }
-        l += sl; g0 += s0; g1 += s1;
+  const int64_t nchunks = (M + kChunk - 1) / kChunk;
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(K * kChunk, 1));
+  at::parallel_for(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
+    A x0[kChunk], x1[kChunk], s2[kChunk], g0[kChunk], g1[kChunk], l[kChunk];
+    for (int64_t ch = c0; ch < c1; ++ch) {
+      const int64_t q0 = ch * kChunk, nq = std::min(kChunk, M - q0);
+      for (int64_t i = 0; i < nq; ++i) {
+        x0[i] = A(xp[2 * (q0 + i)]); x1[i] = A(xp[2 * (q0 + i) + 1]);
+        const A sv = A(sp[q0 + i]);
+        s2[i] = sv * sv;
       }
-      sc[2 * q] = T(g0 / l);
-      sc[2 * q + 1] = T(g1 / l);
-      lp[q] = T(m + std::log(l) - log2pi);
+      score_queries_isa(c, x0, x1, s2, nq, g0, g1, l);
+      for (int64_t i = 0; i < nq; ++i) {
+        sc[2 * (q0 + i)] = T(g0[i]);
+        sc[2 * (q0 + i) + 1] = T(g1[i]);
+        lp[q0 + i] = T(l[i] - log2pi);
+      }
     }
   });
 }
@@ -92,7 +153,7 @@ void gmm_score_typed(const at::Tensor& x, const at::Tensor& weights, const at::T
 std::tuple<at::Tensor, at::Tensor> gmm_score_cpu(const at::Tensor& x_, const at::Tensor& weights_,
                                                  const at::Tensor& means_, const at::Tensor& covs_,
                                                  const at::Tensor& s_) {
-  const int64_t K = check_gmm_score_args(x_, weights_, means_, covs_, s_);
+  check_gmm_score_args(x_, weights_, means_, covs_, s_);
   const at::Tensor x = x_.contiguous(), weights = weights_.contiguous(), means = means_.contiguous(),
                    covs = covs_.contiguous(), s = s_.contiguous();
   at::Tensor score = at::empty(x.sizes(), x.options());

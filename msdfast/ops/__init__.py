@@ -19,7 +19,7 @@ from .reference import GRAD_COLUMNS, STEP_COLUMNS
 
 __all__ = ["ddim_step", "distill_grad", "chain_mean_shift", "noise_to_levels", "empirical_denoiser",
            "empirical_score", "gmm_score", "step_coefficients", "grad_coefficients", "STEP_COLUMNS",
-           "GRAD_COLUMNS", "backend_table"]
+           "GRAD_COLUMNS", "backend_table", "reload_backend_environment"]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 Coef = torch.Tensor | float | int | Sequence[float]
@@ -148,10 +148,10 @@ def chain_mean_shift(y: torch.Tensor, x: torch.Tensor, *, backend: str | None = 
     """MSD descent gradient g = x - mean_i y_i for N chains laid out chain-major in y [N*B, ...]."""
     _check_tensor("x", x)
     _check_tensor("y", y, x, same_shape=False)
-    if y.shape[1:] != x.shape[1:] or y.shape[0] % max(x.shape[0], 1) != 0 or y.shape[0] == 0:
-        raise ValueError(f"y: shape {tuple(y.shape)} is not [N*B, ...] for x of shape {tuple(x.shape)}")
-    n = y.shape[0] // x.shape[0]
-    return _dispatch.call("chain_mean_shift", x.device.type, backend, y.contiguous(), x.contiguous(), n)
+    xs, ys = x.shape, y.shape   # each .shape access builds a torch.Size: read once (small-kernel overhead)
+    if not xs or not ys or ys[1:] != xs[1:] or not ys[0] or ys[0] % max(xs[0], 1):
+        raise ValueError(f"y: shape {tuple(ys)} is not [N*B, ...] for x of shape {tuple(xs)}")
+    return _dispatch.call("chain_mean_shift", x.device.type, backend, y.contiguous(), x.contiguous(), ys[0] // xs[0])
 
 
 def noise_to_levels(x: torch.Tensor, eps: torch.Tensor, alphas: torch.Tensor, sigmas: torch.Tensor, *,
@@ -239,3 +239,8 @@ for _op in ("ddim_step", "distill_grad", "chain_mean_shift", "noise_to_levels", 
 # Accelerated backends register themselves when they load; neither may make import fail.
 from . import _compiled  # noqa: E402,F401
 from . import _triton  # noqa: E402,F401
+
+
+def reload_backend_environment() -> None:
+    """Re-read MSDFAST_BACKEND / MSDFAST_BACKEND_<OP> after changing them at run time (read once at import)."""
+    _dispatch.reload_environment()
