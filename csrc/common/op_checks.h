@@ -3,6 +3,8 @@
 // because torch.ops.msdfast.* can be called directly.
 #pragma once
 
+#include <vector>
+
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
@@ -62,6 +64,13 @@ inline void check_noise_to_levels_args(const at::Tensor& x, const at::Tensor& ep
     TORCH_CHECK(t->device() == x.device(), name, ": on device ", t->device(), ", expected ", x.device());
   }
   TORCH_CHECK(alphas.size(1) == sigmas.size(1), "sigmas: must have as many levels (columns) as alphas");
+}
+
+// noise_to_levels' output [L * B, ...]: x's shape with the batch scaled by the number of levels.
+inline std::vector<int64_t> noise_to_levels_out_shape(const at::Tensor& x, int64_t levels) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape[0] *= levels;
+  return shape;
 }
 
 inline void check_empirical_denoiser_args(const at::Tensor& x, const at::Tensor& data, const at::Tensor& s) {

@@ -63,9 +63,7 @@ at::Tensor noise_to_levels_cpu(const at::Tensor& x_, const at::Tensor& eps_, con
   const at::Tensor x = x_.contiguous(), eps = eps_.contiguous(), alphas = alphas_.contiguous(),
                    sigmas = sigmas_.contiguous();
   const int64_t L = alphas.size(1);
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape[0] = L * B;
-  at::Tensor out = at::empty(shape, x.options());
+  at::Tensor out = at::empty(noise_to_levels_out_shape(x, L), x.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "noise_to_levels_cpu", [&] {
     noise_to_levels_typed<scalar_t>(x.const_data_ptr<scalar_t>(), eps.const_data_ptr<scalar_t>(),

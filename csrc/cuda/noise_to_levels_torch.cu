@@ -22,9 +22,7 @@ at::Tensor noise_to_levels_cuda(const at::Tensor& x_, const at::Tensor& eps_, co
   const at::Tensor x = x_.contiguous(), eps = eps_.contiguous(), alphas = alphas_.contiguous(),
                    sigmas = sigmas_.contiguous();
   const int64_t L = alphas.size(1);
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape[0] = L * B;
-  at::Tensor out = at::empty(shape, x.options());
+  at::Tensor out = at::empty(noise_to_levels_out_shape(x, L), x.options());
   MSDFAST_CUDA_CHECK(cuda::noise_to_levels_launch(cuda::to_dtype(x), B, B > 0 ? x.numel() / B : 0, L,
                                                   x.const_data_ptr(), eps.const_data_ptr(),
                                                   alphas.const_data_ptr<float>(), sigmas.const_data_ptr<float>(),
