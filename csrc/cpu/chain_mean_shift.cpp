@@ -26,6 +26,7 @@ using A_t = acc_t<T>;
 // group's chains in order (the summation order of torch.mean); the last group writes g = x - acc / N
 // directly, so N <= 4 chains (MSD's usual count) take a single pass with no running-sum array.
 template <typename T, int G, bool FIRST, bool LAST>
+MSDFAST_ISA_CLONES
 void chain_group(int64_t n, const T* MSDFAST_RESTRICT y, int64_t stride, A_t<T>* MSDFAST_RESTRICT sum,
                  const T* MSDFAST_RESTRICT x, T* MSDFAST_RESTRICT out, A_t<T> inv_n) {
   using A = A_t<T>;

@@ -72,11 +72,5 @@ inline double fast_exp(double x) {
   return e * scale;
 }
 
-// Forces a helper into its caller, so that a MSDFAST_ISA_CLONES caller compiles it for its own ISA.
-#if defined(__GNUC__)
-#define MSDFAST_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define MSDFAST_ALWAYS_INLINE inline
-#endif
 
 }  // namespace msdfast::cpu

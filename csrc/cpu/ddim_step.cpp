@@ -14,6 +14,7 @@
 #include "common/ddim_step.h"
 #include "common/static_dispatch.h"
 #include "common/torch_checks.h"
+#include "cpu_kernel_util.h"
 
 namespace msdfast {
 namespace {
@@ -23,8 +24,9 @@ namespace {
 constexpr int64_t kGrain = 1 << 15;
 
 // One contiguous run [0, n) inside one sample: coefficients fixed, restrict pointers, no branches,
-// so g++ -O3 vectorises it.
+// so g++ -O3 vectorises it; one clone per ISA level (on x86-64's SSE2 baseline the step is compute-bound).
 template <typename scalar_t, bool HAS_U, bool HAS_C, bool HAS_N, bool X0>
+MSDFAST_ISA_CLONES
 void span(const ddim_step::Coef<at::opmath_type<scalar_t>>& k, int64_t n, const scalar_t* MSDFAST_RESTRICT z,
           const scalar_t* MSDFAST_RESTRICT ec, const scalar_t* MSDFAST_RESTRICT eu,
           const scalar_t* MSDFAST_RESTRICT c, const scalar_t* MSDFAST_RESTRICT nz, scalar_t* MSDFAST_RESTRICT out,

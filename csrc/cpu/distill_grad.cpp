@@ -33,6 +33,7 @@ constexpr int64_t kBlock = 1 << 15;  // elements per parallel task (fixed: it fi
 // One run inside one sample: coefficients fixed, no branches on optional inputs, restrict pointers and an
 // OpenMP SIMD reduction for the squared norm, so g++ -O3 vectorises it. Returns sum g^2.
 template <typename T, bool HAS_U, bool HAS_X>
+MSDFAST_ISA_CLONES
 acc_t<T> span(const distill_grad::Coef<acc_t<T>>& k, int64_t n, const T* MSDFAST_RESTRICT ec,
               const T* MSDFAST_RESTRICT et, const T* MSDFAST_RESTRICT eu, const T* MSDFAST_RESTRICT x,
               T* MSDFAST_RESTRICT g, T* MSDFAST_RESTRICT tgt, acc_t<T> clip) {

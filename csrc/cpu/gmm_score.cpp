@@ -34,10 +34,11 @@ struct Components {
   std::vector<A> logw, mx, my, ca, cb, cd;
 };
 
-// Score and log-density (without -log 2pi) of nq queries (x0, x1, s^2) against all components. A template body,
-// inlined into one non-template function per accumulation type, each cloned per ISA (MSDFAST_ISA_CLONES).
+// Score and log-density (without -log 2pi) of nq queries (x0, x1, s^2) against all components; one clone per
+// ISA level (the loops are compute-bound).
 template <typename A>
-MSDFAST_ALWAYS_INLINE void score_queries(const Components<A>& c, const A* x0s, const A* x1s, const A* s2s, int64_t nq,
+MSDFAST_ISA_CLONES
+void score_queries(const Components<A>& c, const A* x0s, const A* x1s, const A* s2s, int64_t nq,
                                          A* g0s, A* g1s, A* lps) {
   const int64_t K = static_cast<int64_t>(c.logw.size());
   const A ninf = -std::numeric_limits<A>::infinity();
@@ -84,27 +85,6 @@ MSDFAST_ALWAYS_INLINE void score_queries(const Components<A>& c, const A* x0s, c
   }
 }
 
-MSDFAST_ISA_CLONES
-void score_queries_f32(const Components<float>& c, const float* x0, const float* x1, const float* s2, int64_t nq,
-                       float* g0, float* g1, float* lp) {
-  score_queries<float>(c, x0, x1, s2, nq, g0, g1, lp);
-}
-
-MSDFAST_ISA_CLONES
-void score_queries_f64(const Components<double>& c, const double* x0, const double* x1, const double* s2, int64_t nq,
-                       double* g0, double* g1, double* lp) {
-  score_queries<double>(c, x0, x1, s2, nq, g0, g1, lp);
-}
-
-inline void score_queries_isa(const Components<float>& c, const float* x0, const float* x1, const float* s2, int64_t nq,
-                              float* g0, float* g1, float* lp) {
-  score_queries_f32(c, x0, x1, s2, nq, g0, g1, lp);
-}
-inline void score_queries_isa(const Components<double>& c, const double* x0, const double* x1, const double* s2,
-                              int64_t nq, double* g0, double* g1, double* lp) {
-  score_queries_f64(c, x0, x1, s2, nq, g0, g1, lp);
-}
-
 template <typename T>
 void gmm_score_typed(const at::Tensor& x, const at::Tensor& weights, const at::Tensor& means, const at::Tensor& covs,
                      const at::Tensor& s, at::Tensor& score, at::Tensor& logp) {
@@ -140,7 +120,7 @@ void gmm_score_typed(const at::Tensor& x, const at::Tensor& weights, const at::T
         const A sv = A(sp[q0 + i]);
         s2[i] = sv * sv;
       }
-      score_queries_isa(c, x0, x1, s2, nq, g0, g1, l);
+      score_queries<A>(c, x0, x1, s2, nq, g0, g1, l);
       for (int64_t i = 0; i < nq; ++i) {
         sc[2 * (q0 + i)] = T(g0[i]);
         sc[2 * (q0 + i) + 1] = T(g1[i]);

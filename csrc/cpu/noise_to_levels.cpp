@@ -22,6 +22,7 @@ constexpr int64_t kGrainTiles = (int64_t(1) << 15) / kTile;
 
 // Two levels per pass over x and eps (L = 2, DSD's pair, is one pass: 2 loads + 2 stores per element).
 template <typename T>
+MSDFAST_ISA_CLONES
 void levels_span(const T* MSDFAST_RESTRICT x, const T* MSDFAST_RESTRICT eps, int64_t n, acc_t<T> a0, acc_t<T> s0,
                  T* MSDFAST_RESTRICT o0, acc_t<T> a1, acc_t<T> s1, T* MSDFAST_RESTRICT o1) {
   using A = acc_t<T>;
