@@ -61,8 +61,10 @@ void chain_mean_shift_typed(const T* y, const T* x, T* out, int64_t numel, int64
   const A inv_n = A(1) / A(n);
   at::parallel_for(0, ntiles, kGrainTiles, [&](int64_t t0, int64_t t1) {
     alignas(64) A sum[kTile];
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t lo = t * kTile, len = std::min(kTile, numel - lo);
+    // N <= 4 needs no running sums: one pass over the task's whole range (long streams prefetch better).
+    const int64_t tile = n <= 4 ? (t1 - t0) * kTile : kTile;
+    for (int64_t lo = t0 * kTile; lo < std::min(t1 * kTile, numel); lo += tile) {
+      const int64_t len = std::min({tile, numel - lo, t1 * kTile - lo});
       for (int64_t i0 = 0; i0 < n; i0 += 4) {
         const int64_t g = std::min<int64_t>(4, n - i0);
         const bool first = i0 == 0, last = i0 + g >= n;
