@@ -197,3 +197,95 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch) -> None:
     # a different configuration is not mistaken for a completed cell
     with pytest.raises(AssertionError, match="recomputed"):
         study.run_toy(_args(tmp_path, "--resume", "--lr", "0.05"))
+
+
+# ----------------------------------------------------------------------------------------- table 3 readings
+def _tiny_world():
+    from msdfast.toy.protocol import ColumnSpec, ProtocolConfig, build_world
+    cfg = ProtocolConfig(grid=3, steps=3, n_data=300)
+    return build_world(ColumnSpec("tree", "ideal"), cfg), cfg
+
+
+def test_optimise_keeps_the_targets_of_the_probe_step() -> None:
+    from msdfast.toy.protocol import METHOD_SPECS, ProtocolConfig, optimise
+    world, cfg = _tiny_world()
+    res = optimise(world, METHOD_SPECS["sds"], cfg, seed=0, probe_at=0.5)   # probe step round(0.5 * 2) = 1
+    one = optimise(world, METHOD_SPECS["sds"], ProtocolConfig(grid=3, steps=1, n_data=300), seed=0)
+    # the targets at the start of step 1 are those after one Adam step, and they moved on afterwards
+    np.testing.assert_array_equal(res.probe_points, one.points)
+    assert not np.allclose(res.probe_points, res.points)
+    assert optimise(world, METHOD_SPECS["sds"], cfg, seed=0).probe_points is None
+
+
+def test_estimate_fn_restores_the_probed_state_for_every_call() -> None:
+    """VSD trains eps_phi whenever it estimates: eq. 17's repeats must all see eps_phi as it was at the probe."""
+    from msdfast.toy.protocol import METHOD_SPECS, estimate_fn, optimise, probed_estimator
+    world, cfg = _tiny_world()
+    spec = METHOD_SPECS["vsd"]
+    res = optimise(world, spec, cfg, seed=0, probe_at=0.5)
+    fn = estimate_fn(world, spec, cfg, res.state, 0.5)
+    pts = torch.as_tensor(res.probe_points, dtype=torch.float32)
+    g1, n1 = fn(pts, torch.Generator().manual_seed(7))
+    g2, n2 = fn(pts, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(g1, g2, rtol=0, atol=0)
+    assert n1 == n2 == pts.shape[0]
+    est = probed_estimator(world, spec, cfg, res.state, 0.5)
+    ref = est(pts, world.cond(pts.shape[0]), None, generator=torch.Generator().manual_seed(7)).grad
+    torch.testing.assert_close(g1, ref, rtol=0, atol=0)
+    # the same estimator called again has trained eps_phi in between: its estimate differs (why the restore)
+    again = est(pts, world.cond(pts.shape[0]), None, generator=torch.Generator().manual_seed(7)).grad
+    assert not torch.equal(again, ref)
+
+
+def test_eff_points_readings() -> None:
+    from msdfast.toy.protocol import subsample
+    from msdfast.toy.study import eff_points, grid_points
+    probe = np.arange(40, dtype=np.float32).reshape(20, 2)
+    p = eff_points("particles", 3, probe)
+    assert p.shape == (9, 2) and p.dtype == torch.float32
+    np.testing.assert_array_equal(p[0].numpy(), probe[0])     # evenly strided, both ends kept
+    np.testing.assert_array_equal(p[-1].numpy(), probe[-1])
+    assert len({tuple(r) for r in p.tolist()}) == 9 and all(tuple(r) in {tuple(q) for q in probe.tolist()}
+                                                            for r in p.tolist())
+    assert subsample(probe, 100).shape == (20, 2)
+    torch.testing.assert_close(eff_points("grid", 4, None), grid_points(4))
+    with pytest.raises(ValueError, match="probe"):
+        eff_points("particles", 3, None)
+    with pytest.raises(ValueError, match="reading"):
+        eff_points("domain", 3, probe)
+    with pytest.raises(ValueError, match="n"):
+        subsample(probe, 0)
+
+
+def test_table3_per_reading_and_deterministic_estimators_infinite(tmp_path, monkeypatch) -> None:
+    """Table 3's machinery on a tiny run: one table per reading; the particles reading measures at the saved
+    targets of the probe step; deterministic estimators (SDI at its annealed t, Tweedie MSD) are +inf and SDS
+    is finite (the paper's ordering SDI, MSD >> SDS)."""
+    from msdfast.toy import study
+    from msdfast.toy.protocol import subsample
+    seen: list[torch.Tensor] = []
+    real = eff.measure_efficiency
+
+    def spy(fn, points, *a, **k):
+        seen.append(points.clone())
+        return real(fn, points, *a, **k)
+    monkeypatch.setattr("msdfast.toy.efficiency.measure_efficiency", spy)
+    args = _args(tmp_path, "--no-landscape", "--eff-repeats", "3")
+    args.methods = ["sds", "sdi", "msd-tweedie"]
+    assert study.run_toy(args) == 0
+    out = tmp_path / "out"
+    res = json.loads((out / "results.json").read_text())
+    assert res["efficiency_points"] == ["particles", "grid"]
+    assert res["table3"] == res["table3_by_points"]["particles"]
+    for reading in ("particles", "grid"):
+        t3 = res["table3_by_points"][reading]["tree"]
+        assert t3["sdi"] == ["inf", None] and t3["msd-tweedie"] == ["inf", None]
+        assert t3["sds"][0] not in ("inf", "-inf", "n/a") and math.isfinite(float(t3["sds"][0]))
+    # 3 methods x (particles, grid), in that order per method; particles = the saved probe targets, strided
+    assert len(seen) == 6
+    with np.load(out / "cells" / "cell--tree__ideal--sds.npz") as z:
+        probe = z["probe_seed0"]
+    torch.testing.assert_close(seen[0], subsample(probe, 9))
+    torch.testing.assert_close(seen[1], study.grid_points(3))
+    md = (out / "results.md").read_text()
+    assert "x = each estimator's own targets at the probe step" in md and "x = a uniform grid" in md

@@ -11,11 +11,20 @@ many x" and reports the log. msdfast's estimate, from R independent estimates at
     |g(x)|^2 ~ |g_bar(x)|^2 - v(x) / R                                            (unbiased, see why)
     log_eff  = log( mean_x |g(x)|^2 / (mean_x v(x) * cost) )                       (ratio of averages)
 
-Why the correction and the ratio of averages: SDS's spread is ~1e3 times its mean (paper: log eff -7),
-so |g_bar|^2 alone would be dominated by leftover noise (v / R) unless R were in the 1e4s, and a mean
-of per-point ratios is dominated by the few points where v ~ 0. A zero-variance estimator (Tweedie
-MSD; SDI at a fixed t with deterministic inversion) has eff = +inf: reported as such, not as a number.
-The per-point geometric mean (mean_x log eff(x)) is returned too, for comparison.
+Why the correction and the ratio of averages: a noisy estimator's spread can be far above its mean (the
+paper reports SDS at log eff -7), so |g_bar|^2 alone would be dominated by leftover noise (v / R) unless R
+were huge, and a mean of per-point ratios is dominated by the few points where v ~ 0. A zero-variance
+estimator (Tweedie MSD; SDI at a fixed t with deterministic inversion; the stable MSD solver, whose kernel
+decay exp(-dtau / lambda^2) erases its start noise at the probe's lambda) has eff = +inf: reported as such,
+not as a number. The per-point geometric mean (mean_x log eff(x)) is returned too, for comparison.
+
+Which x (msdfast.toy.study): the estimator's own targets at the probe step (default) or a uniform grid;
+the estimator's state is the one saved at the probe (protocol.estimate_fn restores it for every repeat).
+
+Deterministic estimators and the paper's ~14: the spread of SDI / stable / Tweedie MSD between float32 and
+float64 evaluation, used as MSE, gives log eff 19.7-22 (SDI), 16.6-18.9 (stable MSD), 28-34 (Tweedie) on
+the tree with the exact denoiser (CPU), so the paper's 13.4-14.2 is a round-off (or reduced-precision,
+e.g. TF32) floor, not a property of the estimators; msdfast reports inf.
 """
 from __future__ import annotations
 

@@ -3,7 +3,9 @@
 Table 1: tree (class-conditional), one block per metric, rows = methods, columns = ideal / learned /
 learned+CFG / learned+autoguidance. Table 2: spiral and pinwheel, rows = (data set, method), columns =
 metric x (ideal, learned). Table 3: log-efficiency (eq. 17), rows = methods, columns = data sets,
-cells "ideal / learned". Only the columns and methods that were run appear.
+cells "ideal / learned"; one table per set of points x it was measured on (results["efficiency_by_points"],
+msdfast.toy.study: the estimators' own targets and/or a uniform grid), the first being "Table 3".
+Only the columns and methods that were run appear.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import numpy as np
 
 METRICS = (("nll", "NLL ↓"), ("precision", "Precision ↑"), ("recall", "Recall ↑"), ("mmd", "MMD ↓ (x1e-4)"))
 TREE_GUIDANCE = ("ideal", "learned", "learned+cfg", "learned+autoguidance")
+# the sets of points x table 3 may be measured on (msdfast.toy.study.EFF_POINTS)
+EFF_POINT_TITLES = {"particles": "each estimator's own targets at the probe step", "grid": "a uniform grid"}
 
 
 def column_key(dataset: str, denoiser: str, guidance: str = "none") -> str:
@@ -118,9 +122,13 @@ def markdown(results: Mapping[str, Any], labels: Mapping[str, str]) -> str:
                 vals = [_fmt(v, metric) for metric, _ in METRICS for v in block["rows"][m][metric]]
                 lines.append(f"| {lab(m)} | " + " | ".join(vals) + " |")
             lines.append("")
-    t3 = table3(eff, methods)
-    if t3:
-        lines += ["## Table 3: log-efficiency (eq. 17), ideal / learned", ""]
+    by_points = results.get("efficiency_by_points") or {None: eff}
+    for reading, e in by_points.items():
+        t3 = table3(e, methods)
+        if not t3:
+            continue
+        where = "" if reading is None else f", x = {EFF_POINT_TITLES.get(reading, reading)}"
+        lines += [f"## Table 3: log-efficiency (eq. 17){where}, ideal / learned", ""]
         dss = list(t3)
         lines += ["| method | " + " | ".join(dss) + " |", "|---" * (len(dss) + 1) + "|"]
         for m in methods:
@@ -163,6 +171,7 @@ def write_tables(out: Path, results: Mapping[str, Any], labels: Mapping[str, str
     doc["table1"] = table1(results["cells"], methods)
     doc["table2"] = table2(results["cells"], methods)
     doc["table3"] = table3(results.get("efficiency", {}), methods)
+    doc["table3_by_points"] = {r: table3(e, methods) for r, e in (results.get("efficiency_by_points") or {}).items()}
     jp, mp = out / "results.json", out / "results.md"
     jp.write_text(json.dumps(_jsonable(doc), indent=1))
     mp.write_text(markdown(results, labels))

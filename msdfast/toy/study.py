@@ -14,8 +14,18 @@ already done with the same configuration).
 DEFAULT (no options): tree, class A, ideal (exact GMM) denoiser; rows DDIM, SDS, VSD, SDI, MSD (stable) and
 the exact-posterior and Tweedie MSD variants (Tweedie also with lambda_0 = 0.05); a 32 x 32 grid of 1024 targets
 (the paper's ~1e3), 150 Adam steps (lr 0.08); table 3 (efficiency) for SDS, VSD, SDI and the MSD
-variants on a 16 x 16 grid with 16 repeats; landscapes on a 48 x 48 grid. MSD runs 1 chain of 10 solver steps per
+variants with 16 repeats at 256 points; landscapes on a 48 x 48 grid. MSD runs 1 chain of 10 solver steps per
 gradient (protocol.MSD_FAST; the paper: 1e3 Monte Carlo samples).
+
+Table 3 (eq. 17, msdfast.toy.efficiency) is measured on each estimator as it was at PROBE_AT of its run (its
+saved state: VSD's eps_phi, SDI's t, MSD's lambda), at one of two sets of points x (--eff-points; the first
+named is "Table 3", the others are printed below it):
+  particles  (default) the estimator's own targets at PROBE_AT -- the iterates whose gradient the optimiser
+             follows at that step (eff_grid^2 of them, evenly strided). The paper motivates eq. 17 by the
+             optimisation walk (convergence, oscillation around optima), and VSD's eps_phi is trained on, and
+             only meaningful near, those particles.
+  grid       a fresh eff_grid x eff_grid grid over [-1.5, 1.5]^2, the same x for every method (the landscape's
+             domain-wide reading; measures VSD's eps_phi off the points it was trained on).
 
 Measured on a shared 2-core CPU machine with the compiled msdfast._C ops: default 71 s wall / 140 s CPU with
 2 threads (234 s wall while other jobs loaded the machine); --full 917 s wall / 617 s CPU with 1 thread.
@@ -39,12 +49,13 @@ from . import report
 from .plots import plot_panels
 from .protocol import (DEFAULT_METHODS, FULL_COLUMNS, FULL_METHODS, LABELS, METHOD_SPECS, ColumnSpec,
                        ProtocolConfig, build_world, estimate_fn, evaluate, grid_points, log_density, make_estimator,
-                       optimise)
+                       optimise, subsample)
 
 DEFAULT_GRID = 32
 EFF_METHODS = ("sds", "vsd", "sdi", "msd", "msd-noised", "msd-naive", "msd-posterior", "msd-tweedie", "asd", "dsd")
 # (msd-tweedie-0.05 has the same zero variance as msd-tweedie: no separate efficiency cell)
 PROBE_AT = 0.5   # efficiency and landscapes are measured on each estimator as it was half-way through its run
+EFF_POINTS = ("particles", "grid")   # where eq. 17 averages over x (module doc)
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -86,7 +97,11 @@ def add_toy_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true", help="skip cells already completed in --out with the same config")
     g.add_argument("--no-efficiency", action="store_true", help="skip table 3")
     g.add_argument("--no-landscape", action="store_true", help="skip the landscape figures")
-    g.add_argument("--eff-grid", type=int, default=16, help="efficiency points per axis (eq. 17's average over x)")
+    g.add_argument("--eff-grid", type=int, default=16,
+                   help="eq. 17 averages over eff-grid^2 points x (grid reading: points per axis)")
+    g.add_argument("--eff-points", nargs="+", choices=EFF_POINTS, default=list(EFF_POINTS),
+                   help="where eq. 17 is measured: the estimator's own targets at the probe step ('particles') "
+                        "and/or a uniform grid ('grid'); the first is table 3 (default: particles grid)")
     g.add_argument("--eff-repeats", type=int, default=16, help="independent estimates per point for eq. 17")
     g.add_argument("--landscape-grid", type=int, default=48, help="landscape grid points per axis")
     g.add_argument("--landscape-nfe", type=int, default=64,
@@ -128,6 +143,7 @@ class Plan:
     eff_methods: list[str] = field(default_factory=list)
     eff_grid: int = 16
     eff_repeats: int = 16
+    eff_points: list[str] = field(default_factory=lambda: list(EFF_POINTS))
     landscape_grid: int = 48
     landscape_nfe: int = 64
     progress: bool = True
@@ -153,6 +169,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     grid = args.grid or DEFAULT_GRID
     if grid < 2:
         raise ValueError("grid: must be >= 2")
+    if args.eff_grid < 1 or args.eff_repeats < 2:
+        raise ValueError("eff-grid: must be >= 1 and eff-repeats >= 2 (eq. 17 needs two independent estimates)")
     options: dict[str, dict[str, Any]] = {}
     for key, val in _parse_kv(args.option, "option").items():
         m, _, k = key.partition(".")
@@ -165,7 +183,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     return Plan(columns, methods, list(args.seeds), cfg, Path(args.out), bool(args.resume),
                 not args.no_efficiency, not args.no_landscape,
                 [m for m in methods if m in EFF_METHODS], args.eff_grid, args.eff_repeats,
-                args.landscape_grid, args.landscape_nfe, not args.no_progress, args.figure_resolution)
+                list(dict.fromkeys(args.eff_points)), args.landscape_grid, args.landscape_nfe, not args.no_progress,
+                args.figure_resolution)
 
 
 def run_toy(args: argparse.Namespace) -> int:
@@ -190,6 +209,21 @@ def run_toy(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------- cells
+CELL_EXTRA = {"probe_points": True}   # cells keep the targets at PROBE_AT (older checkpoints lack them: rerun)
+
+
+def eff_points(reading: str, eff_grid: int, probe: np.ndarray | None) -> torch.Tensor:
+    """The points x eq. 17 averages over (module doc): eff_grid^2 of the estimator's targets at PROBE_AT
+    ('particles') or an eff_grid x eff_grid grid over [-1.5, 1.5]^2 ('grid')."""
+    if reading == "grid":
+        return grid_points(eff_grid)
+    if reading == "particles":
+        if probe is None:
+            raise ValueError("probe: the 'particles' reading needs the targets at the probe step (optimise(probe_at=))")
+        return subsample(probe, eff_grid * eff_grid)
+    raise ValueError(f"reading: expected one of {EFF_POINTS}, got {reading!r}")
+
+
 def _safe(key: str) -> str:
     return key.replace("/", "__").replace("|", "--").replace("+", "_")
 
@@ -249,21 +283,22 @@ def run_study(plan: Plan) -> dict[str, Any]:
     (out / "config.json").write_text(json.dumps(report._jsonable(
         {"columns": [c.key for c in plan.columns], "methods": plan.methods, **fp,
          "efficiency": {"methods": plan.eff_methods, "grid": plan.eff_grid, "repeats": plan.eff_repeats,
-                        "probe_at": PROBE_AT} if plan.efficiency else None,
+                        "points": plan.eff_points, "probe_at": PROBE_AT} if plan.efficiency else None,
          "landscape": {"grid": plan.landscape_grid, "nfe_budget": plan.landscape_nfe, "probe_at": PROBE_AT}
          if plan.landscape else None}), indent=1, default=str))
 
     n_seeds = len(plan.seeds)
     eff_cols = [c for c in plan.columns if c.guidance == "none"]
     total = len(plan.columns) * len(plan.methods) * n_seeds * plan.cfg.steps
-    total += (len(eff_cols) * len(plan.eff_methods) * plan.eff_repeats) if plan.efficiency else 0
+    total += (len(eff_cols) * len(plan.eff_methods) * plan.eff_repeats * len(plan.eff_points)) if plan.efficiency else 0
     total += (len(plan.columns) * len([m for m in plan.methods if METHOD_SPECS[m].estimator])) if plan.landscape else 0
     bar = tqdm(total=total, desc="msdfast toy", disable=not plan.progress, unit="step", dynamic_ncols=True)
 
     cells: dict[str, dict[str, Any]] = {}
     points: dict[str, np.ndarray] = {}
     states: dict[str, Any] = {}
-    efficiency: dict[str, dict[str, Any]] = {}
+    probe_points: dict[str, np.ndarray] = {}
+    efficiency: dict[str, dict[str, dict[str, Any]]] = {r: {} for r in plan.eff_points}
     landscapes: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     worlds: dict[str, Any] = {}
     unavailable: dict[str, str] = {}
@@ -277,7 +312,7 @@ def run_study(plan: Plan) -> dict[str, Any]:
         for m in plan.methods:
             key = f"{col.key}|{m}"
             bar.set_postfix_str(key)
-            rec = store.load("cell", key)
+            rec = store.load("cell", key, CELL_EXTRA)
             if rec is not None:
                 bar.update(n_seeds * plan.cfg.steps)
             elif m in unavailable:
@@ -300,6 +335,8 @@ def run_study(plan: Plan) -> dict[str, Any]:
                     metrics = evaluate(world, res.points)
                     per_seed.append(metrics)
                     arrays[f"seed{s}"] = res.points.astype(np.float32)
+                    if res.probe_points is not None:
+                        arrays[f"probe_seed{s}"] = res.probe_points.astype(np.float32)
                     nfe, secs = nfe + res.nfe, secs + res.seconds
                     steps_run.append(res.steps_run)
                     state = state if state is not None else res.state
@@ -308,9 +345,12 @@ def run_study(plan: Plan) -> dict[str, Any]:
                        "nfe": nfe, "nfe_per_point": nfe / (n_seeds * n_pts * max(np.mean(steps_run), 1))
                        if spec.estimator else nfe / (n_seeds * n_pts),
                        "steps_run": steps_run, "seconds": secs}
-                store.save("cell", key, rec, arrays, state)
+                store.save("cell", key, rec, arrays, state, CELL_EXTRA)
                 rec["arrays"], rec["state"] = arrays, state
-            points[key] = rec.pop("arrays")[f"seed{plan.seeds[0]}"]
+            arrays = rec.pop("arrays")
+            points[key] = arrays[f"seed{plan.seeds[0]}"]
+            if f"probe_seed{plan.seeds[0]}" in arrays:
+                probe_points[key] = arrays[f"probe_seed{plan.seeds[0]}"]
             states[key] = rec.pop("state", None)
             cells[key] = rec
 
@@ -319,27 +359,30 @@ def run_study(plan: Plan) -> dict[str, Any]:
         for col in eff_cols:
             for m in plan.eff_methods:
                 key = f"{col.key}|{m}"
-                if key not in cells:
-                    bar.update(plan.eff_repeats)
-                    continue
-                bar.set_postfix_str(f"efficiency {key}")
-                extra = {"grid": plan.eff_grid, "repeats": plan.eff_repeats}
-                rec = store.load("eff", key, extra)
-                if rec is None:
-                    world = world_of(col)
-                    fn = estimate_fn(world, METHOD_SPECS[m], plan.cfg, states.get(key), PROBE_AT)
+                for reading in plan.eff_points:
+                    if key not in cells or (reading == "particles" and key not in probe_points):
+                        if key in cells:   # the run stopped before its probe step: no targets to measure at
+                            tqdm.write(f"msdfast toy: no probe-step targets for {key}: particles efficiency skipped")
+                        bar.update(plan.eff_repeats)
+                        continue
+                    bar.set_postfix_str(f"efficiency {key} ({reading})")
+                    extra = {"grid": plan.eff_grid, "repeats": plan.eff_repeats, "points": reading}
+                    rec = store.load("eff", f"{key}|{reading}", extra)
+                    if rec is None:
+                        world = world_of(col)
+                        fn = estimate_fn(world, METHOD_SPECS[m], plan.cfg, states.get(key), PROBE_AT)
 
-                    def counted(p: torch.Tensor, g: torch.Generator, fn: Any = fn) -> tuple[torch.Tensor, int]:
-                        r = fn(p, g)
-                        bar.update(1)
-                        return r
-                    rec = measure_efficiency(counted, grid_points(plan.eff_grid), plan.eff_repeats,
-                                             seed=plan.cfg.seed).as_dict()
-                    store.save("eff", key, rec, extra=extra)
-                else:
-                    bar.update(plan.eff_repeats)
-                    rec = {k: v for k, v in rec.items() if k not in ("fingerprint", "extra")}
-                efficiency[key] = rec
+                        def counted(p: torch.Tensor, g: torch.Generator, fn: Any = fn) -> tuple[torch.Tensor, int]:
+                            r = fn(p, g)
+                            bar.update(1)
+                            return r
+                        pts = eff_points(reading, plan.eff_grid, probe_points.get(key))
+                        rec = measure_efficiency(counted, pts, plan.eff_repeats, seed=plan.cfg.seed).as_dict()
+                        store.save("eff", f"{key}|{reading}", rec, extra=extra)
+                    else:
+                        bar.update(plan.eff_repeats)
+                        rec = {k: v for k, v in rec.items() if k not in ("fingerprint", "extra")}
+                    efficiency[reading][key] = rec
 
     if plan.landscape:
         from .landscape import reconstruct_landscape
@@ -353,7 +396,8 @@ def run_study(plan: Plan) -> dict[str, Any]:
                     bar.update(1)
                     continue
                 bar.set_postfix_str(f"landscape {key}")
-                extra = {"grid": plan.landscape_grid, "nfe": plan.landscape_nfe}
+                # "restored": estimate_fn restores the probed state for every call (older landscapes did not)
+                extra = {"grid": plan.landscape_grid, "nfe": plan.landscape_nfe, "state": "restored"}
                 rec = store.load("land", key, extra)
                 if rec is None:
                     world = world_of(col)
@@ -375,8 +419,10 @@ def run_study(plan: Plan) -> dict[str, Any]:
     bar.close()
 
     methods = [m for m in plan.methods if any(f"{c.key}|{m}" in cells for c in plan.columns)]
+    primary = plan.eff_points[0] if plan.eff_points else "grid"
     results = {"methods": methods, "unavailable": unavailable, "columns": [c.key for c in plan.columns], "cells": cells,
-               "efficiency": efficiency, "config": fp}
+               "efficiency": efficiency.get(primary, {}), "efficiency_points": list(efficiency),
+               "efficiency_by_points": efficiency, "config": fp}
     report.write_tables(out, results, LABELS)
     report.save_points(out, points)
     for col in plan.columns:
