@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "toy": ("msdfast.toy.study", "the 2D toy distillation study (MSD paper tables 1-3, figures 1 and 3)"),
     "bench": ("msdfast.bench", "throughput benchmarks (msdfast bench kernels)"),
     "image": ("msdfast.pipelines.image", "text-to-2D image-field distillation on Stable Diffusion"),
+    "3d": ("msdfast.pipelines.threed", "text-to-3D NeRF distillation on Stable Diffusion"),
     "profile": ("msdfast.profile", "NFE / time / memory profile of one gradient per method"),
 }
 

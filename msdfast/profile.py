@@ -176,7 +176,7 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_profile(args: argparse.Namespace) -> int:
     from .estimators import build
-    from .pipelines.image import _parse_option
+    from .pipelines.common import parse_option
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.batch < 1:
@@ -187,7 +187,7 @@ def run_profile(args: argparse.Namespace) -> int:
     else:
         den, x, cond, uncond = _toy_setup(args.toy, args.batch, device, args.seed)
         w = 1.0 if args.guidance_scale is None else args.guidance_scale
-    opts: dict[str, Any] = {"guidance_scale": w, **dict(_parse_option(o) for o in args.option)}
+    opts: dict[str, Any] = {"guidance_scale": w, **dict(parse_option(o) for o in args.option)}
     if args.psr_k is not None:
         opts["psr_k"] = args.psr_k
     est = build(args.method, den, **opts)

@@ -1,0 +1,195 @@
+"""Text-to-3D: distil Stable Diffusion into a NeRF (MSD paper sec. 4.4, figure 6; DreamFusion's setup as in
+threestudio).
+
+Each step samples `batch_size` random cameras (msdfast.fields.cameras: elevation, azimuth, distance, fovy),
+volume-renders the NeRF (msdfast.fields.nerf) at `render_size` px (64 by default, as threestudio's first
+stage), encodes the renders with the VAE (bilinear upsampling to the model's encode resolution, 512 for SD 1.5),
+asks the estimator for a descent gradient on the latents with the VIEW-DEPENDENT prompt of each camera
+("<prompt>, front view" / side / back / overhead; the four embeddings are computed once and cached), and
+back-propagates the loss trick through the VAE encoder and the renderer into the NeRF; AdamW steps theta.
+The paper's settings: AdamW lr 1e-2, 10k steps, foreground MLP 64 hidden x 2 layers on a hash grid, a
+monotonically decreasing bandwidth for MSD. DSD uses one seed eps* per shape across all views
+(`shared_seed=True` unless given with --option).
+
+The run loop, run folder and `--resume` semantics are `msdfast image`'s (msdfast.pipelines.common): config.json,
+metrics.json, snapshots/step_*.png (the fixed snapshot views side by side, rgb above opacity), final.png,
+progress.png, checkpoint.pt; resuming reproduces the uninterrupted run exactly on the CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .common import (COMMON_RESUME_KEYS, DistillConfig, add_common_arguments, common_config_kwargs,
+                     default_device, load_denoiser, parse_option, run_distillation)
+
+__all__ = ["ThreeDConfig", "distill_3d", "add_3d_arguments", "run_3d", "build_nerf", "camera_ranges"]
+
+_RANGES = ("elevation_range", "azimuth_range", "distance_range", "fovy_range")
+_RESUME_KEYS = COMMON_RESUME_KEYS + ("render_size", "batch_size", "n_samples", "radius", "hidden",
+                                     "n_hidden_layers", "grid", "density_activation", "density_bias",
+                                     "blob_scale", "blob_std", "view_dependent") + _RANGES
+
+
+@dataclass
+class ThreeDConfig(DistillConfig):
+    steps: int = 10000                    # paper: 10k for text-to-3D
+    out: str = "runs/3d"
+    ckpt_every: int = 500
+    snapshot_every: int = 500
+    render_size: int = 64                 # NeRF render (threestudio's first stage); upsampled for the VAE
+    batch_size: int = 1                   # views per step
+    n_samples: int = 64                   # stratified samples per ray
+    radius: float = 1.0                   # bounding sphere of the foreground
+    hidden: int = 64                      # paper: 64 hidden units, 2 layers
+    n_hidden_layers: int = 2
+    grid: dict[str, Any] = dataclasses.field(default_factory=dict)   # hash-grid config overrides (tcnn keys)
+    density_activation: str = "shifted_softplus"
+    density_bias: str = "blob_magic3d"
+    blob_scale: float = 10.0
+    blob_std: float = 0.5
+    elevation_range: tuple[float, float] = (-10.0, 45.0)
+    azimuth_range: tuple[float, float] = (-180.0, 180.0)
+    distance_range: tuple[float, float] = (1.5, 2.0)
+    fovy_range: tuple[float, float] = (40.0, 70.0)
+    view_dependent: bool = True           # DreamFusion's "<prompt>, front/side/back/overhead view"
+    snapshot_views: int = 4               # evenly spaced azimuths from 0 (front)
+
+    def __post_init__(self) -> None:
+        for k in _RANGES:   # lists from the CLI/JSON and tuples compare unequal: one canonical form
+            setattr(self, k, tuple(float(v) for v in getattr(self, k)))
+
+    def validate(self) -> None:
+        super().validate()
+        for k in ("render_size", "batch_size", "n_samples", "snapshot_views"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
+        if not self.radius > 0:
+            raise ValueError(f"radius: must be positive, got {self.radius}")
+        camera_ranges(self).validate()
+
+    def estimator_options(self) -> dict[str, Any]:
+        opts = super().estimator_options()
+        if self.method == "dsd":
+            opts.setdefault("shared_seed", True)   # one eps* per shape across its views (DSD's 3D form)
+        return opts
+
+
+def camera_ranges(cfg: ThreeDConfig) -> Any:
+    from ..fields.cameras import CameraRanges
+
+    return CameraRanges(**{k: getattr(cfg, k) for k in _RANGES})
+
+
+def build_nerf(cfg: ThreeDConfig, *, implementation: str = "auto") -> torch.nn.Module:
+    """The NeRF of cfg (hash grid: threestudio's config updated with cfg.grid)."""
+    from ..fields.nerf import NeRF, default_nerf_grid_config
+
+    return NeRF(radius=cfg.radius, grid={**default_nerf_grid_config(), **cfg.grid}, hidden=cfg.hidden,
+                n_hidden_layers=cfg.n_hidden_layers, n_samples=cfg.n_samples,
+                density_activation=cfg.density_activation, density_bias=cfg.density_bias,
+                blob_scale=cfg.blob_scale, blob_std=cfg.blob_std, implementation=implementation, seed=cfg.seed)
+
+
+def distill_3d(cfg: ThreeDConfig, *, resume: bool = False, denoiser: Any = None,
+               estimator_factory: Callable[..., Any] | None = None,
+               stop_after: int | None = None) -> dict[str, Any]:
+    """Run (or resume) text-to-3D distillation; returns the metrics dict written to metrics.json, plus
+    "field" (the trained NeRF). Arguments as `msdfast.pipelines.image.distill_image`."""
+    cfg.validate()
+    from ..fields.cameras import fixed_cameras, ray_bundle, sample_cameras, view_index
+
+    device = default_device(cfg.device)
+    if denoiser is None:
+        denoiser = load_denoiser(cfg, device)
+    if estimator_factory is None:
+        from ..estimators import build as estimator_factory
+    ranges = camera_ranges(cfg)
+
+    torch.manual_seed(cfg.seed)  # the MLPs' init draws from the global stream
+    nerf = build_nerf(cfg).to(device)
+    opt = torch.optim.AdamW(nerf.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    est = estimator_factory(cfg.method, denoiser, **cfg.estimator_options())
+    prompts = denoiser.prompt_embeddings(cfg.prompt, cfg.negative_prompt, view_dependent=cfg.view_dependent)
+    if cfg.view_dependent:   # the 4 view buckets' embeddings, computed once (and cached on disk by the denoiser)
+        cond_views, uncond_views = prompts.cond_views.to(device), prompts.uncond_views.to(device)
+    cond, uncond = prompts.cond.to(device), prompts.uncond.to(device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    S, B = cfg.render_size, cfg.batch_size
+    snap_cams = fixed_cameras([360.0 * k / cfg.snapshot_views for k in range(cfg.snapshot_views)],
+                              elevation=min(max(15.0, ranges.elevation_range[0]), ranges.elevation_range[1]),
+                              distance=sum(ranges.distance_range) / 2, fovy=sum(ranges.fovy_range) / 2,
+                              device=device)
+    snap_rays = ray_bundle(snap_cams, S, S)
+
+    def step_fn(step: int) -> Any:
+        cams = sample_cameras(B, ranges, generator=gen, device=device)
+        out = nerf.render(*ray_bundle(cams, S, S), generator=gen)
+        latents = denoiser.encode_images(out["rgb"].permute(0, 3, 1, 2), generator=gen)
+        if cfg.view_dependent:
+            idx = view_index(cams).to(device)
+            c, u = cond_views[idx], uncond_views[idx]
+        else:
+            c, u = cond.expand(B, -1, -1), uncond.expand(B, -1, -1)
+        res = est(latents, c, u, generator=gen)
+        res.info.update(azimuth=float(cams.azimuth[0]), elevation=float(cams.elevation[0]))
+        return res
+
+    def render_fn() -> torch.Tensor:
+        out = nerf.render(*snap_rays, stratified=False)      # deterministic: draws nothing from the run's RNG
+        rgb = torch.cat(list(out["rgb"]), dim=1)             # views side by side [S, V S, 3]
+        alpha = torch.cat(list(out["opacity"]), dim=1).expand_as(rgb)
+        return torch.cat([rgb, alpha], dim=0).permute(2, 0, 1).unsqueeze(0)
+
+    return run_distillation(cfg, field=nerf, optimizer=opt, estimator=est, generator=gen, step_fn=step_fn,
+                            render_fn=render_fn, resume_keys=_RESUME_KEYS, resume=resume, stop_after=stop_after,
+                            run_info={"encode_resolution": denoiser.encode_resolution,
+                                      "denoiser_dtype": str(denoiser.dtype),
+                                      "hash_grid": type(nerf.encoding).__module__.split(".")[0]})
+
+
+# ---------------------------------------------------------------------- CLI
+def add_3d_arguments(p: argparse.ArgumentParser) -> None:
+    add_common_arguments(p, steps=10000, steps_help="optimisation steps (paper: 10k)", out="runs/3d",
+                         ckpt_every=500, snapshot_every=500)
+    d = ThreeDConfig.__dataclass_fields__
+    p.add_argument("--render-size", type=int, default=d["render_size"].default,
+                   help="NeRF render size in px (upsampled to the VAE's resolution)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="views per step")
+    p.add_argument("--n-samples", type=int, default=d["n_samples"].default, help="samples per ray")
+    p.add_argument("--radius", type=float, default=d["radius"].default, help="bounding-sphere radius")
+    p.add_argument("--hidden", type=int, default=d["hidden"].default, help="foreground MLP width")
+    p.add_argument("--layers", type=int, default=d["n_hidden_layers"].default, help="foreground hidden layers")
+    p.add_argument("--grid", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
+                   help="hash-grid config override (tiny-cuda-nn keys), e.g. --grid n_levels=8")
+    p.add_argument("--density-activation", default=d["density_activation"].default,
+                   choices=["shifted_softplus", "softplus", "exp"])
+    p.add_argument("--density-bias", default=d["density_bias"].default,
+                   choices=["blob_magic3d", "blob_dreamfusion", "none"])
+    p.add_argument("--blob-scale", type=float, default=d["blob_scale"].default)
+    p.add_argument("--blob-std", type=float, default=d["blob_std"].default)
+    for k in _RANGES:
+        p.add_argument("--" + k.replace("_", "-"), type=float, nargs=2, metavar=("LO", "HI"),
+                       default=list(d[k].default), help=f"camera {k.split('_')[0]} range"
+                       + (" (degrees)" if k != "distance_range" else ""))
+    p.add_argument("--no-view-dependent", action="store_true", help="one prompt for every view")
+    p.add_argument("--snapshot-views", type=int, default=d["snapshot_views"].default)
+
+
+def run_3d(args: argparse.Namespace) -> int:
+    cfg = ThreeDConfig(**common_config_kwargs(args), render_size=args.render_size, batch_size=args.batch_size,
+                       n_samples=args.n_samples, radius=args.radius, hidden=args.hidden,
+                       n_hidden_layers=args.layers, grid=dict(args.grid),
+                       density_activation=args.density_activation, density_bias=args.density_bias,
+                       blob_scale=args.blob_scale, blob_std=args.blob_std,
+                       **{k: tuple(getattr(args, k)) for k in _RANGES},
+                       view_dependent=not args.no_view_dependent, snapshot_views=args.snapshot_views)
+    m = distill_3d(cfg, resume=args.resume)
+    print(f"{cfg.method}: {m['steps_done']} steps, {m['total_nfe']} NFE ({m['nfe_per_step']:.1f}/step), "
+          f"{m['seconds']:.1f} s -> {Path(cfg.out) / 'final.png'}")
+    return 0
