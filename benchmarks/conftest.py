@@ -31,7 +31,9 @@ if os.environ.get("MSDFAST_BENCH_THREADS"):
 def record_env(benchmark):
     """Store the software context of the run in the JSON (extra_info of every benchmark)."""
     info = msdfast._backend._C.build_info() if msdfast._backend.has_compiled() else {}
+    # The CPU's vector ISA decides which clone of the compiled kernels runs (AVX-512 / AVX2 / baseline).
     benchmark.extra_info.update(torch=torch.__version__, threads=torch.get_num_threads(),
+                                isa=torch.backends.cpu.get_cpu_capability(),
                                 build=", ".join(f"{k}={v}" for k, v in info.items()))
     return benchmark
 

@@ -27,7 +27,8 @@ def make_table(data: dict[str, Any], baseline: str = "reference") -> str:
     first = data["benchmarks"][0].get("extra_info", {}) if data["benchmarks"] else {}
     lines = [f"Machine: {mi.get('cpu', {}).get('brand_raw', mi.get('machine', '?'))}, "
              f"python {mi.get('python_version', '?')}, torch {first.get('torch', '?')}, "
-             f"threads {first.get('threads', '?')}; {data.get('datetime', '')}", ""]
+             f"threads {first.get('threads', '?')}, vector ISA {first.get('isa', '?')}; {data.get('datetime', '')}",
+             ""]
     for group in sorted(groups):
         rows = groups[group]
         base = next((r for r in rows if _impl(r) == baseline), None)

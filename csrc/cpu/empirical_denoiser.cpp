@@ -24,7 +24,6 @@ namespace {
 
 constexpr int64_t kTile = 512;   // data points per tile (d = 2: 4 KiB of coordinates)
 constexpr int64_t kQBlock = 16;  // queries sharing a tile
-constexpr int kLanes = 16;
 
 // d = 2, fp32 accumulation: SoA coordinates, branch-free lane loops that vectorise (one clone per ISA).
 MSDFAST_ISA_CLONES
@@ -37,29 +36,21 @@ void denoise2_block(const float* qx, const float* qy, const float* inv2s2, int64
   }
   alignas(64) float d2[kTile];
   for (int64_t t0 = 0; t0 < N; t0 += kTile) {
-    const int64_t len = std::min(kTile, N - t0), nfull = len - len % kLanes;
+    const int64_t len = std::min(kTile, N - t0);
     const float* tx = ux + t0;
     const float* ty = uy + t0;
     for (int64_t q = 0; q < nq; ++q) {
       const float px = qx[q], py = qy[q], c = inv2s2[q];
-      // pass 1: squared distances and their minimum (the tile's max logit)
-      float mn[kLanes];
-      for (int k = 0; k < kLanes; ++k) mn[k] = std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < nfull; j += kLanes) {
-        for (int k = 0; k < kLanes; ++k) {
-          const float dx = px - tx[j + k], dy = py - ty[j + k];
-          const float v = dx * dx + dy * dy;
-          d2[j + k] = v;
-          mn[k] = std::min(mn[k], v);
-        }
-      }
+      // pass 1: squared distances and their minimum (the tile's max logit). `omp simd` makes GCC if-convert
+      // the min (and fast_exp's clamp below): without it only the AVX-512 clone vectorises (masked ops).
       float tmin = std::numeric_limits<float>::infinity();
-      for (int64_t j = nfull; j < len; ++j) {
+#pragma omp simd reduction(min : tmin)
+      for (int64_t j = 0; j < len; ++j) {
         const float dx = px - tx[j], dy = py - ty[j];
-        d2[j] = dx * dx + dy * dy;
-        tmin = std::min(tmin, d2[j]);
+        const float v = dx * dx + dy * dy;
+        d2[j] = v;
+        tmin = std::min(tmin, v);
       }
-      for (int k = 0; k < kLanes; ++k) tmin = std::min(tmin, mn[k]);
       // online-softmax rescale when this tile holds a closer point
       if (tmin < dmin[q]) {
         if (l[q] > 0.0f) {
@@ -69,21 +60,14 @@ void denoise2_block(const float* qx, const float* qy, const float* inv2s2, int64
         dmin[q] = tmin;
       }
       const float m = dmin[q];
-      // pass 2: weights exp((dmin - d2) c) <= 1, accumulated in independent lanes
-      float sl[kLanes] = {}, sx[kLanes] = {}, sy[kLanes] = {};
-      for (int64_t j = 0; j < nfull; j += kLanes) {
-        for (int k = 0; k < kLanes; ++k) {
-          const float e = fast_exp((m - d2[j + k]) * c);
-          sl[k] += e; sx[k] += e * tx[j + k]; sy[k] += e * ty[j + k];
-        }
-      }
-      float tl = 0.0f, tx_ = 0.0f, ty_ = 0.0f;
-      for (int64_t j = nfull; j < len; ++j) {
+      // pass 2: weights exp((dmin - d2) c) <= 1
+      float sl = 0.0f, sx = 0.0f, sy = 0.0f;
+#pragma omp simd reduction(+ : sl, sx, sy)
+      for (int64_t j = 0; j < len; ++j) {
         const float e = fast_exp((m - d2[j]) * c);
-        tl += e; tx_ += e * tx[j]; ty_ += e * ty[j];
+        sl += e; sx += e * tx[j]; sy += e * ty[j];
       }
-      for (int k = 0; k < kLanes; ++k) { tl += sl[k]; tx_ += sx[k]; ty_ += sy[k]; }
-      l[q] += tl; ax[q] += tx_; ay[q] += ty_;
+      l[q] += sl; ax[q] += sx; ay[q] += sy;
     }
   }
   for (int64_t q = 0; q < nq; ++q) { ox[q] = ax[q] / l[q]; oy[q] = ay[q] / l[q]; }
