@@ -26,12 +26,19 @@ TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float64: dict(rtol=1e-10
 @pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("M,K", [(40, 7), (3, 1), (129, 70)])
-def test_matches_reference(device, backend, dtype, M, K):
+@pytest.mark.parametrize("s_mode", ["per-query", "shared", "mixed"])
+def test_matches_reference(device, backend, dtype, M, K, s_mode):
+    """s per query, one s for all (the CPU kernel's precomputed-inverse path) and runs of shared s."""
     need("gmm_score", backend, device)
     w, mu, cov = _mixture(K, dtype, device)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(M, 2, generator=g).to(device=device, dtype=dtype)
-    s = (torch.rand(M, generator=g) * 0.3).to(device)
+    s = torch.rand(M, generator=g) * 0.3
+    if s_mode == "shared":
+        s = s[:1].expand(M).clone()
+    elif s_mode == "mixed":   # two levels in runs of 70: chunks of one level and chunks that straddle both
+        s = torch.where(torch.arange(M) // 70 % 2 == 0, s[0], s[1])
+    s = s.to(device)
     sc, lp = O.gmm_score(x, w, mu, cov, s, backend=backend)
     rsc, rlp = O.gmm_score(x, w, mu, cov, s, backend="reference")
     assert sc.dtype == dtype and lp.shape == (M,)
