@@ -137,11 +137,10 @@ def _sd_setup(args: argparse.Namespace, device: str) -> tuple[Any, torch.Tensor,
 
     dtype = args.dtype or ("float16" if device == "cuda" else "float32")
     den = load_stable_diffusion(args.model, device=device, dtype=dtype, compile=args.compile)
-    if args.unet_onnx:  # the same model through onnxruntime (export with msdfast.denoisers.onnx.export_unet_onnx)
-        from .denoisers.onnx import OnnxDenoiser, export_unet_onnx
-        if not Path(args.unet_onnx).exists():
-            export_unet_onnx(den, args.unet_onnx)
-        den = OnnxDenoiser(args.unet_onnx, den)
+    backend = args.unet_backend or ("onnx" if args.unet_onnx else "torch")
+    if backend != "torch":  # the same model through onnxruntime / a TensorRT engine
+        from .denoisers.onnx import exported_unet
+        den = exported_unet(den, backend, onnx_path=args.unet_onnx)
     pe = den.prompt_embeddings(args.prompt, args.negative_prompt)
     g = torch.Generator().manual_seed(args.seed)
     n = den.latent_size
@@ -169,8 +168,11 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet (use --warmup >= 1)")
+    p.add_argument("--unet-backend", default=None, choices=["torch", "onnx", "tensorrt"],
+                   help="run the UNet eagerly (torch, --compile for torch.compile), through onnxruntime, or as a "
+                        "cached TensorRT engine (default: torch; onnx when --unet-onnx is given)")
     p.add_argument("--unet-onnx", default=None, metavar="PATH",
-                   help="run the UNet through onnxruntime from PATH (exported there first if missing)")
+                   help="the UNet's ONNX export (exported there first if missing; default: the msdfast cache)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the profile as JSON ('-' = stdout)")
 
 

@@ -113,6 +113,8 @@ def test_bad_config_names_the_argument(tiny, tmp_path: Path) -> None:  # noqa: A
         distill_image(_cfg(tmp_path, steps=0), denoiser=tiny, estimator_factory=standin_factory)
     with pytest.raises(ValueError, match="field"):
         distill_image(_cfg(tmp_path, field="voxels"), denoiser=tiny, estimator_factory=standin_factory)
+    with pytest.raises(ValueError, match="unet_backend"):
+        distill_image(_cfg(tmp_path, unet_backend="openvino"), denoiser=tiny, estimator_factory=standin_factory)
 
 
 # Small per-method settings so each step is a handful of tiny-UNet calls.
@@ -155,3 +157,21 @@ def test_cli_image_command(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps_done"] == 2 and metrics["history"][0]["nfe"] == 2 * 1 + 2 * 2 * 2  # T B + T 2NB
     assert main(argv + ["--resume"]) == 0  # a finished run resumes to a no-op
+
+
+def test_cli_image_with_the_onnx_unet_matches_torch(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """--unet-backend onnx: the UNet is exported to the cache once and the run reproduces the torch run."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("MSDFAST_CACHE", str(tmp_path / "cache"))
+    from msdfast.cli import main
+
+    model = tiny_sd_path(root=tmp_path.parent)
+    runs = {}
+    for backend in ("torch", "onnx"):
+        out = tmp_path / backend
+        assert main(["image", "--model", str(model), "--prompt", "a red apple", "--method", "sds", "--steps", "2",
+                     "--out", str(out), "--no-progress", "--field", "latent", "--unet-backend", backend]) == 0
+        runs[backend] = json.loads((out / "metrics.json").read_text())["history"]
+    assert len(list((tmp_path / "cache" / "onnx").glob("unet-*.onnx"))) == 1
+    for a, b in zip(runs["torch"], runs["onnx"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3) and a["nfe"] == b["nfe"] == 2

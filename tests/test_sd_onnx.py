@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from msdfast.denoisers.onnx import OnnxDenoiser, build_trt_engine, export_unet_onnx  # noqa: E402
+from msdfast.denoisers.onnx import OnnxDenoiser, export_unet_onnx  # noqa: E402
 from msdfast.testing.tiny_sd import tiny_sd_path  # noqa: E402
 
 
@@ -52,18 +52,6 @@ def test_onnx_eps_pair_and_delegation(host, onnx_den) -> None:  # noqa: ANN001
 def test_missing_file_named(host, tmp_path: Path) -> None:  # noqa: ANN001
     with pytest.raises(FileNotFoundError, match="onnx_path"):
         OnnxDenoiser(tmp_path / "none.onnx", host)
-
-
-def test_trt_builder_without_tensorrt(tmp_path: Path) -> None:
-    try:
-        import tensorrt  # noqa: F401
-    except Exception:  # noqa: BLE001
-        with pytest.raises(ImportError, match="tensorrt"):
-            build_trt_engine(tmp_path / "x.onnx", tmp_path / "x.plan")
-        return
-    if not torch.cuda.is_available():
-        pytest.skip("TensorRT present but no CUDA device")
-    pytest.skip("TensorRT engine build is exercised on GPU machines only")
 
 
 def test_profile_cli_with_onnx_unet(tmp_path: Path, host, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001

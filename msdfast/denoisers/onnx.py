@@ -1,12 +1,12 @@
-"""Stable Diffusion's UNet through ONNX: export, an onnxruntime denoiser, and a TensorRT engine builder.
+"""Stable Diffusion's UNet through ONNX: export and an onnxruntime denoiser.
 
 * `export_unet_onnx`: the UNet as an ONNX graph with the IO names of diffusers' TensorRT community pipeline
   (inputs `sample`, `timestep`, `encoder_hidden_states`; output `latent`) and a dynamic batch axis, so ONE
   session serves CFG pairs, MSD chains and views of any batch (../shared/REFERENCE.md sec. 5).
 * `OnnxDenoiser`: the Denoiser protocol on an onnxruntime InferenceSession (CPU or CUDA execution provider);
   text encoding and the VAE stay with the torch `StableDiffusionDenoiser` it wraps (`host`).
-* `build_trt_engine`: ONNX -> serialized TensorRT engine (TensorRT >= 10 name-based API, fp16, one
-  optimisation profile over the batch). TensorRT is optional; its absence raises a clear ImportError.
+* `ExportedUNetDenoiser`: what the ONNX Runtime and TensorRT denoisers share (host delegation, eps conversion).
+  The TensorRT engine (build, cache, run) is msdfast.denoisers.tensorrt.
 """
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ import torch
 
 from .base import Cond, Denoiser
 
-__all__ = ["export_unet_onnx", "OnnxDenoiser", "build_trt_engine", "INPUT_NAMES", "OUTPUT_NAMES"]
+__all__ = ["export_unet_onnx", "ExportedUNetDenoiser", "OnnxDenoiser", "exported_unet", "cached_export",
+           "UNET_BACKENDS",
+           "INPUT_NAMES", "OUTPUT_NAMES"]
 
 INPUT_NAMES = ("sample", "timestep", "encoder_hidden_states")
 OUTPUT_NAMES = ("latent",)
@@ -58,15 +60,44 @@ def export_unet_onnx(host: Any, path: str | os.PathLike, *, batch: int = 2, opse
     return path
 
 
-class OnnxDenoiser(Denoiser):
-    """eps_hat from an ONNX UNet under onnxruntime; one session call per batched evaluation.
+class ExportedUNetDenoiser(Denoiser):
+    """Base of the denoisers that run an exported UNet graph (ONNX Runtime, TensorRT).
 
     host: the torch StableDiffusionDenoiser whose schedule, text encoder and VAE are used (prompt_embeddings,
-    encode_images and decode_latents are delegated), so the pipelines run unchanged on this denoiser.
+    encode_images and decode_latents are delegated), so the pipelines run unchanged on these denoisers.
+    Subclasses implement `_run(sample, timestep, encoder_hidden_states) -> the model's native prediction`.
     """
 
-    def __init__(self, onnx_path: str | os.PathLike, host: Any, *, providers: list[str] | None = None) -> None:
+    _DELEGATED = ("prompt_embeddings", "encode_prompts", "encode_images", "decode_latents", "latent_size",
+                  "latent_channels", "encode_resolution", "dtype", "device")
+
+    def __init__(self, host: Any) -> None:
         super().__init__(host.schedule)
+        self.host = [host]  # a list: keep the host out of this Module's children (no double registration)
+
+    def _run(self, sample: torch.Tensor, timestep: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _eps(self, z: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+        if cond is None:
+            raise ValueError(f"cond: the exported UNet ({type(self).__name__}) needs text embeddings [B, 77, D]")
+        if cond.shape[0] != z.shape[0]:
+            cond = cond.expand(z.shape[0], *cond.shape[1:])
+        out = self._run(z.detach(), t.detach(), cond.detach()).to(device=z.device, dtype=torch.float32)
+        return self.schedule.to_eps(out, z.float(), t).to(z.dtype)
+
+    # delegated to the torch host (text encoder and VAE are not part of the exported graph)
+    def __getattr__(self, name: str) -> Any:
+        if name in ExportedUNetDenoiser._DELEGATED:
+            return getattr(self.__dict__["host"][0], name)
+        return super().__getattr__(name)
+
+
+class OnnxDenoiser(ExportedUNetDenoiser):
+    """eps_hat from an ONNX UNet under onnxruntime; one session call per batched evaluation."""
+
+    def __init__(self, onnx_path: str | os.PathLike, host: Any, *, providers: list[str] | None = None) -> None:
+        super().__init__(host)
         import onnxruntime as ort
 
         if not Path(onnx_path).exists():
@@ -78,58 +109,42 @@ class OnnxDenoiser(Denoiser):
         if names != INPUT_NAMES:
             raise ValueError(f"onnx_path: expected inputs {INPUT_NAMES}, the graph has {names}")
         self._np_dtype = {"tensor(float16)": "float16"}.get(self.session.get_inputs()[0].type, "float32")
-        self.host = [host]  # a list: keep the host out of this Module's children (no double registration)
 
-    def _eps(self, z: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
-        if cond is None:
-            raise ValueError("cond: the ONNX UNet needs text embeddings [B, 77, D]")
-        if cond.shape[0] != z.shape[0]:
-            cond = cond.expand(z.shape[0], *cond.shape[1:])
-        feed = {"sample": z.detach().cpu().numpy().astype(self._np_dtype),
-                "timestep": t.detach().cpu().long().numpy(),
-                "encoder_hidden_states": cond.detach().cpu().numpy().astype(self._np_dtype)}
-        out = torch.from_numpy(self.session.run(list(OUTPUT_NAMES), feed)[0]).to(device=z.device, dtype=torch.float32)
-        return self.schedule.to_eps(out, z.float(), t).to(z.dtype)
-
-    # delegated to the torch host (text encoder and VAE are not part of the ONNX graph)
-    def __getattr__(self, name: str) -> Any:
-        if name in ("prompt_embeddings", "encode_prompts", "encode_images", "decode_latents", "latent_size",
-                    "latent_channels", "encode_resolution", "dtype", "device"):
-            return getattr(self.__dict__["host"][0], name)
-        return super().__getattr__(name)
+    def _run(self, sample: torch.Tensor, timestep: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        feed = {"sample": sample.cpu().numpy().astype(self._np_dtype), "timestep": timestep.cpu().long().numpy(),
+                "encoder_hidden_states": hidden.cpu().numpy().astype(self._np_dtype)}
+        return torch.from_numpy(self.session.run(list(OUTPUT_NAMES), feed)[0])
 
 
-def build_trt_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *, latent_size: int = 64,
-                     channels: int = 4, text_len: int = 77, text_dim: int = 768, min_batch: int = 1,
-                     opt_batch: int = 2, max_batch: int = 16, fp16: bool = True,
-                     workspace_bytes: int = 4 << 30) -> Path:
-    """Build and serialize a TensorRT engine for the ONNX UNet (TensorRT >= 10 API), batch min/opt/max profile."""
-    try:
-        import tensorrt as trt  # type: ignore[import-not-found]
-    except Exception as e:  # noqa: BLE001
-        raise ImportError(f"tensorrt: not importable ({type(e).__name__}: {e}); install TensorRT >= 10 on a "
-                          "CUDA machine to build engines") from None
-    if not min_batch <= opt_batch <= max_batch:
-        raise ValueError("min_batch/opt_batch/max_batch: expected min <= opt <= max")
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"onnx_path: TensorRT could not parse {onnx_path}: {errs}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-    profile = builder.create_optimization_profile()
-    shapes = {"sample": (channels, latent_size, latent_size), "timestep": (), "encoder_hidden_states": (text_len, text_dim)}
-    for name, rest in shapes.items():
-        profile.set_shape(name, (min_batch, *rest), (opt_batch, *rest), (max_batch, *rest))
-    config.add_optimization_profile(profile)
-    blob = builder.build_serialized_network(network, config)
-    if blob is None:
-        raise RuntimeError("TensorRT engine build failed (see the TensorRT log above)")
-    engine_path = Path(engine_path)
-    engine_path.write_bytes(bytes(blob))
-    return engine_path
+UNET_BACKENDS = ("torch", "onnx", "tensorrt")
+
+
+def exported_unet(host: Any, backend: str, *, onnx_path: str | os.PathLike | None = None,
+                  max_batch: int = 16) -> Any:
+    """host (a StableDiffusionDenoiser) with its UNet run by `backend`: "torch" (host itself), "onnx"
+    (onnxruntime; exported to onnx_path, default the msdfast cache, when missing) or "tensorrt" (an engine
+    built from that export and cached, batch up to max_batch: msdfast.denoisers.tensorrt)."""
+    if backend not in UNET_BACKENDS:
+        raise ValueError(f"unet_backend: expected one of {UNET_BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return host
+    if backend == "tensorrt":
+        from .tensorrt import TensorRTDenoiser
+        return TensorRTDenoiser(host, onnx_path=onnx_path, max_batch=max_batch)
+    return OnnxDenoiser(cached_export(host, onnx_path), host)
+
+
+def cached_export(host: Any, onnx_path: str | os.PathLike | None = None, *,
+                  cache_dir: str | os.PathLike | None = None, batch: int = 2) -> Path:
+    """The ONNX export of host's UNet: onnx_path, exported there if missing; by default
+    <cache_dir (the msdfast cache's onnx/)>/unet-<hash of the model id>.onnx (the id holds the folder and its stamp)."""
+    if onnx_path is None:
+        import hashlib
+
+        from .sd import default_cache_dir
+        key = hashlib.sha256(str(getattr(host, "model_id", "unet")).encode()).hexdigest()[:16]
+        onnx_path = Path(cache_dir if cache_dir is not None else default_cache_dir() / "onnx") / f"unet-{key}.onnx"
+    onnx_path = Path(onnx_path)
+    if not onnx_path.exists():
+        export_unet_onnx(host, onnx_path, batch=batch)
+    return onnx_path

@@ -54,6 +54,7 @@ class DistillConfig:
     device: str | None = None
     dtype: str | None = None
     compile: bool = False                # torch.compile the UNet (worth it for long runs on a GPU)
+    unet_backend: str = "torch"          # torch | onnx (onnxruntime) | tensorrt (cached engine)
     progress: bool = True
 
     def validate(self) -> None:
@@ -67,6 +68,9 @@ class DistillConfig:
             raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay}")
         if self.ckpt_every < 0 or self.snapshot_every < 0:
             raise ValueError("ckpt_every/snapshot_every: must be >= 0 (0 = off)")
+        from ..denoisers.onnx import UNET_BACKENDS
+        if self.unet_backend not in UNET_BACKENDS:
+            raise ValueError(f"unet_backend: expected one of {UNET_BACKENDS}, got {self.unet_backend!r}")
 
     def estimator_options(self) -> dict[str, Any]:
         opts = {"guidance_scale": self.guidance_scale, **self.options}
@@ -154,11 +158,15 @@ def default_device(device: str | None) -> str:
 
 
 def load_denoiser(cfg: DistillConfig, device: str) -> Any:
-    """The Stable Diffusion denoiser of cfg.model (a local diffusers folder); fp16 on CUDA unless cfg.dtype."""
+    """The Stable Diffusion denoiser of cfg.model (a local diffusers folder; fp16 on CUDA unless cfg.dtype), its UNet
+    run by cfg.unet_backend."""
     from ..denoisers.sd import load_stable_diffusion
 
+    from ..denoisers.onnx import exported_unet
+
     dtype = cfg.dtype or ("float16" if device == "cuda" else "float32")
-    return load_stable_diffusion(cfg.model, device=device, dtype=dtype, compile=cfg.compile)
+    host = load_stable_diffusion(cfg.model, device=device, dtype=dtype, compile=cfg.compile)
+    return exported_unet(host, cfg.unet_backend)
 
 
 # ---------------------------------------------------------------------- the run loop
@@ -293,6 +301,8 @@ def add_common_arguments(p: argparse.ArgumentParser, *, steps: int, steps_help: 
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    p.add_argument("--unet-backend", default="torch", choices=["torch", "onnx", "tensorrt"],
+                   help="run the UNet eagerly, through onnxruntime or as a cached TensorRT engine")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -302,4 +312,5 @@ def common_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                 steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed, out=args.out,
                 guidance_scale=args.guidance_scale, psr_k=args.psr_k, psr_s=args.psr_s,
                 options=dict(args.option), ckpt_every=args.ckpt_every, snapshot_every=args.snapshot_every,
-                device=args.device, dtype=args.dtype, compile=args.compile, progress=not args.no_progress)
+                device=args.device, dtype=args.dtype, compile=args.compile, unet_backend=args.unet_backend,
+                progress=not args.no_progress)

@@ -1,0 +1,177 @@
+"""Stable Diffusion's UNet as a TensorRT engine: build it from the ONNX export, cache it, run it (TensorRT >= 10).
+
+    export_unet_onnx (msdfast.denoisers.onnx)  ->  build_trt_engine  ->  <cache>/trt/unet-<key>.plan
+    ->  TensorRTDenoiser (the Denoiser protocol; text encoder and VAE stay with the torch host)
+
+* The engine is cached under a key of everything it depends on: the ONNX bytes, the TensorRT version, the GPU,
+  the batch profile (min/opt/max) and the precision, so a changed model, driver stack or profile rebuilds it
+  and an unchanged one loads in seconds instead of minutes.
+* One optimisation profile spans the batch axis, so a single engine serves CFG pairs, MSD's N chains and a
+  3D step's views (batch 2 N B) with one execute per denoiser call.
+* Execution uses the name-based I/O API (set_input_shape / set_tensor_address / execute_async_v3) on torch's
+  current CUDA stream: the inputs and the output are torch CUDA tensors, so nothing is copied to the host and
+  no synchronisation is added (REFERENCE.md sec. 5).
+
+TensorRT is optional: without it `build_trt_engine` and `TensorRTDenoiser` raise an ImportError naming
+`tensorrt`; the tests drive the binding logic through a stand-in module and skip the real engine without a GPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .onnx import INPUT_NAMES, OUTPUT_NAMES, ExportedUNetDenoiser, cached_export
+
+__all__ = ["build_trt_engine", "engine_cache_path", "TensorRTDenoiser"]
+
+
+def _import_tensorrt() -> Any:
+    try:
+        import tensorrt as trt  # type: ignore[import-not-found]
+    except Exception as e:  # noqa: BLE001  (a broken install raises OSError, not ImportError)
+        raise ImportError(f"tensorrt: not importable ({type(e).__name__}: {e}); install TensorRT >= 10 on a "
+                          "CUDA machine to build and run engines") from None
+    return trt
+
+
+def _check_profile(min_batch: int, opt_batch: int, max_batch: int) -> None:
+    if not 1 <= min_batch <= opt_batch <= max_batch:
+        raise ValueError(f"min_batch/opt_batch/max_batch: expected 1 <= min <= opt <= max, got "
+                         f"{min_batch}/{opt_batch}/{max_batch}")
+
+
+def build_trt_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *, latent_size: int = 64,
+                     channels: int = 4, text_len: int = 77, text_dim: int = 768, min_batch: int = 1,
+                     opt_batch: int = 2, max_batch: int = 16, fp16: bool = True,
+                     workspace_bytes: int = 4 << 30, trt: Any = None) -> Path:
+    """Build and serialize a TensorRT engine for the ONNX UNet (TensorRT >= 10 API), batch min/opt/max profile."""
+    trt = trt or _import_tensorrt()
+    _check_profile(min_batch, opt_batch, max_batch)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"onnx_path: TensorRT could not parse {onnx_path}: {errs}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    shapes = {"sample": (channels, latent_size, latent_size), "timestep": (), "encoder_hidden_states": (text_len, text_dim)}
+    for name, rest in shapes.items():
+        profile.set_shape(name, (min_batch, *rest), (opt_batch, *rest), (max_batch, *rest))
+    config.add_optimization_profile(profile)
+    blob = builder.build_serialized_network(network, config)
+    if blob is None:
+        raise RuntimeError("TensorRT engine build failed (see the TensorRT log above)")
+    engine_path = Path(engine_path)
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = engine_path.with_suffix(engine_path.suffix + ".tmp")
+    tmp.write_bytes(bytes(blob))
+    os.replace(tmp, engine_path)   # a killed build never leaves a truncated engine behind
+    return engine_path
+
+
+def engine_cache_path(onnx_path: str | os.PathLike, cache_dir: str | os.PathLike, *, trt_version: str,
+                      device_name: str, min_batch: int, opt_batch: int, max_batch: int, fp16: bool) -> Path:
+    """<cache_dir>/unet-<key>.plan, key = sha256 of what the engine depends on (module doc)."""
+    h = hashlib.sha256()
+    with open(onnx_path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    data = Path(str(onnx_path) + ".data")   # external weights of a large export, if any
+    if data.exists():
+        h.update(data.read_bytes())
+    h.update(f"|trt={trt_version}|gpu={device_name}|batch={min_batch},{opt_batch},{max_batch}|fp16={fp16}".encode())
+    return Path(cache_dir) / f"unet-{h.hexdigest()[:20]}.plan"
+
+
+class TensorRTDenoiser(ExportedUNetDenoiser):
+    """eps_hat from a TensorRT engine of the host's UNet; one execute_async_v3 per batched evaluation.
+
+    Give `engine_path` (a serialized engine), or `onnx_path` (built into the cache if no engine for it exists),
+    or neither (the host's UNet is exported to ONNX in the cache first). `max_batch` bounds the batch the
+    engine accepts: CFG doubles it, so MSD with N chains on B views needs 2 N B.
+    """
+
+    def __init__(self, host: Any, *, engine_path: str | os.PathLike | None = None,
+                 onnx_path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                 min_batch: int = 1, opt_batch: int = 2, max_batch: int = 16, fp16: bool = True,
+                 trt: Any = None, device: str | torch.device | None = None) -> None:
+        super().__init__(host)
+        trt = trt or _import_tensorrt()
+        _check_profile(min_batch, opt_batch, max_batch)
+        self._device = torch.device(device) if device is not None else host.device
+        if engine_path is None:
+            engine_path = self._cached_engine(host, trt, onnx_path, cache_dir, min_batch, opt_batch, max_batch, fp16)
+        engine_path = Path(engine_path)
+        if not engine_path.exists():
+            raise FileNotFoundError(f"engine_path: {str(engine_path)!r} does not exist")
+        self._logger = trt.Logger(trt.Logger.WARNING)   # must outlive the runtime and the engine
+        self._runtime = trt.Runtime(self._logger)
+        self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"engine_path: TensorRT could not deserialize {engine_path} (built by another "
+                               "TensorRT version or for another GPU?)")
+        self.context = self.engine.create_execution_context()
+        self.engine_path = engine_path
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = tuple(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        outputs = tuple(n for n in names if n not in inputs)
+        if sorted(inputs) != sorted(INPUT_NAMES) or outputs != OUTPUT_NAMES:
+            raise ValueError(f"engine_path: expected inputs {INPUT_NAMES} and outputs {OUTPUT_NAMES}, the engine "
+                             f"has {inputs} and {outputs}")
+        to_torch = {getattr(trt.DataType, k): v for k, v in (
+            ("FLOAT", torch.float32), ("HALF", torch.float16), ("BF16", torch.bfloat16), ("INT32", torch.int32),
+            ("INT64", torch.int64)) if hasattr(trt.DataType, k)}
+        self._dtypes = {n: to_torch[self.engine.get_tensor_dtype(n)] for n in names}
+        self.min_batch, self.max_batch = min_batch, max_batch
+
+    def _cached_engine(self, host: Any, trt: Any, onnx_path: str | os.PathLike | None,
+                       cache_dir: str | os.PathLike | None, min_batch: int, opt_batch: int, max_batch: int,
+                       fp16: bool) -> Path:
+        from .sd import default_cache_dir
+
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "trt"
+        if onnx_path is None:   # export next to the engines (or in the msdfast cache)
+            onnx_path = cached_export(host, cache_dir=cache_dir, batch=opt_batch)
+        elif not Path(onnx_path).exists():
+            raise FileNotFoundError(f"onnx_path: {str(onnx_path)!r} does not exist (export it with export_unet_onnx)")
+        dev = self._device
+        gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+        path = engine_cache_path(onnx_path, cache, trt_version=str(getattr(trt, "__version__", "?")), device_name=gpu,
+                                 min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, fp16=fp16)
+        if not path.exists():
+            unet = host.unet
+            build_trt_engine(onnx_path, path, latent_size=host.latent_size, channels=host.latent_channels,
+                             text_len=int(host.tokenizer.model_max_length),
+                             text_dim=int(unet.config.cross_attention_dim), min_batch=min_batch,
+                             opt_batch=opt_batch, max_batch=max_batch, fp16=fp16, trt=trt)
+        return path
+
+    def _run(self, sample: torch.Tensor, timestep: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        B = sample.shape[0]
+        if not self.min_batch <= B <= self.max_batch:
+            raise ValueError(f"z: batch {B} is outside the engine's profile [{self.min_batch}, {self.max_batch}]; "
+                             "build it with a larger max_batch (CFG x chains x views)")
+        ctx, dev = self.context, self._device
+        feeds = {"sample": sample, "timestep": timestep, "encoder_hidden_states": hidden}
+        bound = []   # converted inputs: alive until enqueued (later reuse of their memory is stream-ordered)
+        for name in INPUT_NAMES:
+            t = feeds[name].to(device=dev, dtype=self._dtypes[name]).contiguous()
+            ctx.set_input_shape(name, tuple(t.shape))
+            ctx.set_tensor_address(name, t.data_ptr())
+            bound.append(t)
+        name = OUTPUT_NAMES[0]
+        out = torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=self._dtypes[name], device=dev)
+        ctx.set_tensor_address(name, out.data_ptr())
+        stream = torch.cuda.current_stream(dev).cuda_stream if dev.type == "cuda" else 0
+        if not ctx.execute_async_v3(stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+        return out
