@@ -23,7 +23,8 @@ SUITES = ("kernels",)
 # comparison (for the reference, the kernels and the clone bound alike). These keep freed memory in the heap,
 # as a caching allocator would. `--system-malloc` turns this off.
 KEEP_HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**36)}
-KERNEL_OPS = ("ddim_step", "distill_grad", "chain_mean_shift", "noise_to_levels", "gmm_score", "ideal_denoiser")
+KERNEL_OPS = ("ddim_step", "distill_grad", "chain_mean_shift", "noise_to_levels", "gmm_score", "ideal_denoiser",
+              "hash_grid")
 
 
 def benchmarks_dir() -> Path:

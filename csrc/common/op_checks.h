@@ -13,6 +13,7 @@
 
 #include "common/ddim_step.h"
 #include "common/distill_grad.h"
+#include "common/hash_grid.h"
 #include "common/torch_checks.h"
 
 namespace msdfast {
@@ -107,6 +108,35 @@ inline int64_t check_gmm_score_args(const at::Tensor& x, const at::Tensor& weigh
     TORCH_CHECK(t->device() == x.device(), name, ": on device ", t->device(), ", expected ", x.device());
   }
   return K;
+}
+
+// hash_grid_encode(_backward): x float32 [N, D <= 4], the level lists of equal length L <= 32, F >= 1, interp in
+// {0, 1, 2}; params (forward) a float32 [P] table of (offset_last + size_last) F entries. Returns the levels.
+inline hash_grid::Levels check_hash_grid_args(const at::Tensor& x, int64_t n_params, c10::ArrayRef<double> scales,
+                                              c10::ArrayRef<int64_t> resolutions, c10::ArrayRef<int64_t> sizes,
+                                              c10::ArrayRef<int64_t> offsets, int64_t n_features, int64_t interp) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat, "x: expected float32, got ", x.scalar_type());
+  TORCH_CHECK(x.dim() == 2 && x.size(1) >= 1 && x.size(1) <= hash_grid::kMaxDims, "x: expected [N, D] with 1 <= D <= ",
+              hash_grid::kMaxDims, ", got shape ", x.sizes());
+  const int64_t L = static_cast<int64_t>(scales.size());
+  TORCH_CHECK(L >= 1 && L <= hash_grid::kMaxLevels, "scales: expected 1..", hash_grid::kMaxLevels, " levels, got ", L);
+  TORCH_CHECK(static_cast<int64_t>(resolutions.size()) == L && static_cast<int64_t>(sizes.size()) == L &&
+                  static_cast<int64_t>(offsets.size()) == L,
+              "resolutions/sizes/offsets: expected ", L, " entries each (one per level, like scales)");
+  TORCH_CHECK(n_features >= 1, "n_features: must be >= 1, got ", n_features);
+  TORCH_CHECK(interp >= 0 && interp <= 2, "interp: expected 0 (Linear), 1 (Nearest) or 2 (Smoothstep), got ", interp);
+  hash_grid::Levels lv{};
+  const int64_t D = x.size(1);
+  for (int64_t l = 0; l < L; ++l) {
+    TORCH_CHECK(resolutions[l] >= 1 && sizes[l] >= 1 && offsets[l] >= 0, "sizes: level ", l,
+                " needs resolution >= 1, size >= 1 and offset >= 0");
+    TORCH_CHECK(sizes[l] <= (int64_t(1) << 32), "sizes: level ", l, " exceeds 2^32 entries");
+    TORCH_CHECK((offsets[l] + sizes[l]) * n_features <= n_params, "params: ", n_params,
+                " values cannot hold level ", l, " (offset ", offsets[l], " + size ", sizes[l], ") x ", n_features);
+    const double dense = std::pow(static_cast<double>(resolutions[l]), static_cast<double>(D));
+    lv.l[l] = hash_grid::Level{scales[l], resolutions[l], sizes[l], offsets[l], dense > static_cast<double>(sizes[l])};
+  }
+  return lv;
 }
 
 }  // namespace msdfast

@@ -25,8 +25,9 @@ import torch
 
 __all__ = ["HashGridEncoding", "make_encoding", "tcnn_available", "grid_levels", "PRIMES"]
 
-PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
-_INTERP = ("Linear", "Nearest", "Smoothstep")
+from ..ops import GridLevels, hash_grid_encode
+from ..ops.reference import GRID_INTERPOLATIONS as _INTERP
+from ..ops.reference import HASH_PRIMES as PRIMES
 
 
 def _per_level_scale(cfg: Mapping[str, Any]) -> float:
@@ -115,53 +116,14 @@ class HashGridEncoding(torch.nn.Module):
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         # tcnn initialises grid entries uniformly in [-1e-4, 1e-4].
         self.params = torch.nn.Parameter((torch.rand(n_params, generator=gen) * 2 - 1) * 1e-4)
-        corners = torch.tensor([[(c >> d) & 1 for d in range(n_input_dims)] for c in range(2 ** n_input_dims)])
-        self.register_buffer("_corners", corners, persistent=False)
-        self.register_buffer("_primes", torch.tensor(PRIMES[:n_input_dims], dtype=torch.int64), persistent=False)
-
-    def _index(self, grid: torch.Tensor, level: dict[str, Any]) -> torch.Tensor:
-        """Table index of integer grid points [..., D] (dense stride or CoherentPrime hash, then % size)."""
-        if level["hashed"]:
-            h = torch.zeros(grid.shape[:-1], dtype=torch.int64, device=grid.device)
-            for d in range(self.n_input_dims):
-                h = h ^ ((grid[..., d] * self._primes[d]) & 0xFFFFFFFF)  # uint32 wraparound
-            return h % level["size"]
-        stride, idx = 1, torch.zeros(grid.shape[:-1], dtype=torch.int64, device=grid.device)
-        for d in range(self.n_input_dims):
-            idx = idx + grid[..., d] * stride
-            stride *= level["resolution"]
-        return idx % level["size"]
+        self.grid = GridLevels(tuple(v["scale"] for v in self.levels), tuple(v["resolution"] for v in self.levels),
+                               tuple(v["size"] for v in self.levels), tuple(v["offset"] for v in self.levels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.n_input_dims:
             raise ValueError(f"x: expected [N, {self.n_input_dims}], got {tuple(x.shape)}")
-        F_ = self.n_features_per_level
-        interp = self.config["interpolation"]
-        table = self.params.view(-1, F_)
-        outs = []
-        for level in self.levels:
-            if x.dtype == torch.float32:
-                # tcnn: pos = fmaf(scale, x, 0.5f), ONE rounding; the float64 product of two float32 values
-                # is exact, so computing there and rounding once reproduces the fma.
-                pos = (x.double() * level["scale"] + 0.5).float()
-            else:
-                pos = x * level["scale"] + 0.5
-            grid_f = torch.floor(pos)
-            frac = pos - grid_f
-            grid = grid_f.to(torch.int64)
-            feats = table[level["offset"]: level["offset"] + level["size"]]
-            if interp == "Nearest":
-                outs.append(torch.nn.functional.embedding(self._index(grid, level), feats).to(x.dtype))
-                continue
-            if interp == "Smoothstep":
-                frac = frac * frac * (3.0 - 2.0 * frac)
-            corner_grid = grid[:, None, :] + self._corners[None]                      # [N, C, D]
-            w = torch.where(self._corners[None].bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(-1)
-            # F.embedding, not feats[idx]: its CPU backward is deterministic (index_put_ accumulate is not),
-            # which the image pipeline's bit-exact resume relies on.
-            vals = torch.nn.functional.embedding(self._index(corner_grid, level), feats)   # [N, C, F]
-            outs.append((w[..., None] * vals.to(x.dtype)).sum(1))
-        return torch.cat(outs, dim=1)
+        # the fused op (msdfast.ops: compiled / Triton kernels, the reference for float64 or input gradients)
+        return hash_grid_encode(x, self.params, self.grid, self.n_features_per_level, self.config["interpolation"])
 
 
 _TCNN: Any = None

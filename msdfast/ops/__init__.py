@@ -18,8 +18,8 @@ from . import _dispatch, reference
 from .reference import GRAD_COLUMNS, STEP_COLUMNS
 
 __all__ = ["ddim_step", "distill_grad", "chain_mean_shift", "noise_to_levels", "empirical_denoiser",
-           "empirical_score", "gmm_score", "step_coefficients", "grad_coefficients", "STEP_COLUMNS",
-           "GRAD_COLUMNS", "backend_table", "reload_backend_environment"]
+           "empirical_score", "gmm_score", "hash_grid_encode", "GridLevels", "step_coefficients",
+           "grad_coefficients", "STEP_COLUMNS", "GRAD_COLUMNS", "backend_table", "reload_backend_environment"]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 Coef = torch.Tensor | float | int | Sequence[float]
@@ -256,13 +256,78 @@ def gmm_score(x: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, covs:
                           means.to(dt).contiguous(), covs.to(dt).contiguous(), sv.to(dt).contiguous())
 
 
+class GridLevels(NamedTuple):
+    """The levels of a grid encoding (msdfast.fields.hashgrid.grid_levels): per level the position scale, the
+    resolution, the table size and the first table entry. Built once per encoding."""
+
+    scales: tuple[float, ...]
+    resolutions: tuple[int, ...]
+    sizes: tuple[int, ...]
+    offsets: tuple[int, ...]
+
+
+_GRID_MAX_DIMS, _GRID_MAX_LEVELS = 4, 32   # what the compiled and Triton kernels take (csrc/common/hash_grid.h)
+
+
+class _HashGridFunction(torch.autograd.Function):
+    """Autograd of the fused encoding w.r.t. params (it is linear in them): the backward is the scatter op."""
+
+    @staticmethod
+    def forward(ctx, x, params, levels, n_features, interp, backend):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(x)
+        ctx.meta = (params.numel(), levels, n_features, interp, backend)
+        return _dispatch.call("hash_grid_encode", _device_type(x), backend, x, params, *levels, n_features, interp)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: ANN001, ANN205
+        (x,) = ctx.saved_tensors
+        n_params, levels, n_features, interp, backend = ctx.meta
+        grad = _dispatch.call("hash_grid_encode_backward", _device_type(x), backend, grad_out.float().contiguous(),
+                              x, n_params, *levels, n_features, interp)
+        return None, grad, None, None, None, None
+
+
+def hash_grid_encode(x: torch.Tensor, params: torch.Tensor, levels: GridLevels, n_features: int,
+                     interpolation: str = "Linear", *, backend: str | None = None) -> torch.Tensor:
+    """Multiresolution (hash-)grid encoding x [N, D] in [0, 1]^D -> [N, L * F] (Instant-NGP sec. 3; tcnn's math).
+
+    params: the flat float table of all levels (msdfast.fields.hashgrid.HashGridEncoding.params). Gradients
+    flow to params through every backend; the fused kernels (compiled, triton) take float32 x and params with
+    D <= 4 and no gradient w.r.t. x -- other calls run the reference, which autograd differentiates in both.
+    """
+    _check_tensor("x", x)
+    if x.ndim != 2 or not 1 <= x.shape[1] <= len(reference.HASH_PRIMES):
+        raise ValueError(f"x: expected [N, D] with 1 <= D <= {len(reference.HASH_PRIMES)}, got {tuple(x.shape)}")
+    _check_tensor("params", params, x, same_shape=False, same_dtype=False)
+    if params.ndim != 1:
+        raise ValueError(f"params: expected a flat [P] table, got shape {tuple(params.shape)}")
+    if interpolation not in reference.GRID_INTERPOLATIONS:
+        raise ValueError(f"interpolation: expected one of {reference.GRID_INTERPOLATIONS}, got {interpolation!r}")
+    L = len(levels.scales)
+    if not (L >= 1 and len(levels.resolutions) == len(levels.sizes) == len(levels.offsets) == L):
+        raise ValueError("levels: expected equally long scales/resolutions/sizes/offsets (one entry per level)")
+    if (levels.offsets[-1] + levels.sizes[-1]) * n_features > params.numel():
+        raise ValueError(f"params: {params.numel()} values cannot hold {L} levels of {n_features} features")
+    interp = reference.GRID_INTERPOLATIONS.index(interpolation)
+    fused = (x.dtype is torch.float32 and params.dtype is torch.float32 and not x.requires_grad
+             and x.shape[1] <= _GRID_MAX_DIMS and L <= _GRID_MAX_LEVELS)
+    name = backend or (None if fused else "reference")
+    if _dispatch.choose("hash_grid_encode", _device_type(x), name) == "reference":
+        return reference.hash_grid_encode(x, params, *levels, n_features, interp)   # autograd differentiates it
+    if not fused:
+        raise ValueError(f"backend: {backend!r} runs float32 x and params with D <= {_GRID_MAX_DIMS}, "
+                         f"<= {_GRID_MAX_LEVELS} levels and no gradient w.r.t. x; use backend='reference'")
+    return _HashGridFunction.apply(x.contiguous(), params.contiguous(), tuple(levels), n_features, interp, backend)
+
+
 def backend_table() -> dict[str, dict[str, str]]:
     """Which backend each op uses on cpu and on cuda, given what is installed."""
     return _dispatch.table()
 
 
 # --------------------------------------------------------------------------------- registration
-for _op in ("ddim_step", "distill_grad", "chain_mean_shift", "noise_to_levels", "empirical_denoiser", "gmm_score"):
+for _op in ("ddim_step", "distill_grad", "chain_mean_shift", "noise_to_levels", "empirical_denoiser", "gmm_score",
+            "hash_grid_encode", "hash_grid_encode_backward"):
     _dispatch.register(_op, "reference", getattr(reference, _op), ("cpu", "cuda"))
 
 # Accelerated backends register themselves when they load; neither may make import fail.

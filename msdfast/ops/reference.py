@@ -156,3 +156,79 @@ def gmm_score(x: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, covs:
     r = torch.softmax(logits, dim=1)
     score = torch.stack([(r * sol0).sum(1), (r * sol1).sum(1)], dim=1)
     return score, logp
+
+
+# Hash-grid encoding (Instant-NGP, Mueller et al. 2022 sec. 3; tiny-cuda-nn's grid math, REFERENCE.md sec. 4).
+HASH_PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
+GRID_INTERPOLATIONS = ("Linear", "Nearest", "Smoothstep")   # the `interp` argument is an index into this
+
+
+def _grid_corners(x: torch.Tensor, scale: float, resolution: int, size: int, interp: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Table indices [N, C] and interpolation weights [N, C] of the C = 2^D (1 for Nearest) corners of
+    each point at one level: pos = scale x + 0.5 (one float32 rounding for float32 x, like tcnn's fmaf),
+    grid = floor(pos), index = dense stride while resolution^D <= size, else XOR_d grid_d p_d in uint32;
+    then % size."""
+    D = x.shape[1]
+    if x.dtype == torch.float32:   # the float64 product of two float32 values is exact: one rounding = fmaf
+        pos = (x.double() * scale + 0.5).float()
+    else:
+        pos = x * scale + 0.5
+    grid_f = torch.floor(pos)
+    frac = pos - grid_f
+    grid = grid_f.to(torch.int64)
+    if interp == 1:   # Nearest: the lower corner, weight 1
+        corners = torch.zeros(1, D, dtype=torch.int64, device=x.device)
+    else:
+        corners = torch.tensor([[(c >> d) & 1 for d in range(D)] for c in range(2 ** D)], device=x.device)
+        if interp == 2:
+            frac = frac * frac * (3.0 - 2.0 * frac)
+    cg = grid[:, None, :] + corners[None]                                               # [N, C, D]
+    if interp == 1:
+        w = torch.ones(cg.shape[:-1], dtype=frac.dtype, device=x.device)
+    else:
+        w = torch.where(corners[None].bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(-1)
+    if resolution ** D > size:
+        h = torch.zeros(cg.shape[:-1], dtype=torch.int64, device=x.device)
+        for d in range(D):
+            h = h ^ ((cg[..., d] * HASH_PRIMES[d]) & 0xFFFFFFFF)                       # uint32 wraparound
+    else:
+        h, stride = torch.zeros(cg.shape[:-1], dtype=torch.int64, device=x.device), 1
+        for d in range(D):
+            h = h + cg[..., d] * stride
+            stride *= resolution
+    return h % size, w
+
+
+def hash_grid_encode(x: torch.Tensor, params: torch.Tensor, scales: list[float], resolutions: list[int],
+                     sizes: list[int], offsets: list[int], n_features: int, interp: int) -> torch.Tensor:
+    """Multiresolution grid encoding: x [N, D] (in [0, 1]^D) -> [N, L * F], level-major (tcnn's layout).
+
+        out[n, l F + f] = sum_c w_c(x_n) params[(offset_l + index_l(corner_c(x_n))) F + f]
+
+    Level l has scale_l, resolution_l, table size_l and entry offset_l (msdfast.fields.hashgrid.grid_levels);
+    params is the flat table of all levels. Differentiable in x and params (plain autograd).
+    """
+    table = params.view(-1, n_features)
+    outs = []
+    for scale, res, size, off in zip(scales, resolutions, sizes, offsets):
+        idx, w = _grid_corners(x, scale, res, size, interp)
+        # F.embedding, not table[idx]: its CPU backward is deterministic (index_put_ accumulate is not),
+        # which the pipelines' bit-exact resume relies on.
+        vals = torch.nn.functional.embedding(idx + off, table)                           # [N, C, F]
+        outs.append((w[..., None] * vals.to(w.dtype)).sum(1))
+    return torch.cat(outs, dim=1).to(x.dtype)
+
+
+def hash_grid_encode_backward(grad_out: torch.Tensor, x: torch.Tensor, n_params: int, scales: list[float],
+                              resolutions: list[int], sizes: list[int], offsets: list[int], n_features: int,
+                              interp: int) -> torch.Tensor:
+    """d loss / d params [n_params] of hash_grid_encode given grad_out [N, L F]: the encoding is linear in
+    params, so each corner's entry receives w_c grad_out (summed over points, in point order)."""
+    F = n_features
+    grad = torch.zeros(n_params // F, F, dtype=torch.float32, device=x.device)
+    for l, (scale, res, size, off) in enumerate(zip(scales, resolutions, sizes, offsets)):
+        idx, w = _grid_corners(x, scale, res, size, interp)
+        contrib = w.float()[..., None] * grad_out[:, l * F:(l + 1) * F].float()[:, None, :]   # [N, C, F]
+        grad.index_add_(0, (idx + off).reshape(-1), contrib.reshape(-1, F))
+    return grad.reshape(-1).to(grad_out.dtype)

@@ -1,0 +1,62 @@
+// Torch glue of msdfast::hash_grid_encode(_backward) on CUDA: checks, allocation, stream; kernels are pure CUDA.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include "common/op_checks.h"
+#include "common/torch_checks.h"
+#include "cuda/hash_grid_encode_kernel.h"
+#include "cuda/torch_glue.h"
+
+namespace msdfast {
+namespace {
+
+at::Tensor hash_grid_encode_cuda(const at::Tensor& x_, const at::Tensor& params_, c10::ArrayRef<double> scales,
+                                 c10::ArrayRef<int64_t> resolutions, c10::ArrayRef<int64_t> sizes,
+                                 c10::ArrayRef<int64_t> offsets, int64_t n_features, int64_t interp) {
+  TORCH_CHECK(params_.scalar_type() == at::kFloat && params_.dim() == 1, "params: expected a float32 [P] table, got ",
+              params_.scalar_type(), " ", params_.sizes());
+  TORCH_CHECK(params_.device() == x_.device(), "params: on device ", params_.device(), ", expected ", x_.device());
+  const hash_grid::Levels lv =
+      check_hash_grid_args(x_, params_.numel(), scales, resolutions, sizes, offsets, n_features, interp);
+  const c10::cuda::CUDAGuard guard(x_.device());
+  const at::Tensor x = x_.contiguous(), params = params_.contiguous();
+  const int64_t N = x.size(0), L = static_cast<int64_t>(scales.size());
+  at::Tensor out = at::empty({N, L * n_features}, x.options());
+  MSDFAST_CUDA_CHECK(cuda::hash_grid_encode_launch(N, static_cast<int>(x.size(1)), lv, static_cast<int>(L),
+                                                   static_cast<int>(n_features), static_cast<int>(interp),
+                                                   x.const_data_ptr<float>(), params.const_data_ptr<float>(),
+                                                   out.mutable_data_ptr<float>(), cuda::current_stream()));
+  return out;
+}
+
+at::Tensor hash_grid_encode_backward_cuda(const at::Tensor& grad_out_, const at::Tensor& x_, int64_t n_params,
+                                          c10::ArrayRef<double> scales, c10::ArrayRef<int64_t> resolutions,
+                                          c10::ArrayRef<int64_t> sizes, c10::ArrayRef<int64_t> offsets,
+                                          int64_t n_features, int64_t interp) {
+  const hash_grid::Levels lv = check_hash_grid_args(x_, n_params, scales, resolutions, sizes, offsets, n_features, interp);
+  const int64_t N = x_.size(0), L = static_cast<int64_t>(scales.size());
+  TORCH_CHECK(grad_out_.scalar_type() == at::kFloat && grad_out_.dim() == 2 && grad_out_.size(0) == N &&
+                  grad_out_.size(1) == L * n_features,
+              "grad_out: expected float32 [", N, ", ", L * n_features, "], got ", grad_out_.scalar_type(), " ",
+              grad_out_.sizes());
+  TORCH_CHECK(grad_out_.device() == x_.device(), "grad_out: on device ", grad_out_.device(), ", expected ", x_.device());
+  const c10::cuda::CUDAGuard guard(x_.device());
+  const at::Tensor x = x_.contiguous(), grad_out = grad_out_.contiguous();
+  at::Tensor grad = at::zeros({n_params}, x.options());
+  MSDFAST_CUDA_CHECK(cuda::hash_grid_encode_backward_launch(
+      N, static_cast<int>(x.size(1)), lv, static_cast<int>(L), static_cast<int>(n_features), static_cast<int>(interp),
+      x.const_data_ptr<float>(), grad_out.const_data_ptr<float>(), grad.mutable_data_ptr<float>(),
+      cuda::current_stream()));
+  return grad;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(msdfast, CUDA, m) {
+  m.impl("hash_grid_encode", &hash_grid_encode_cuda);
+  m.impl("hash_grid_encode_backward", &hash_grid_encode_backward_cuda);
+}
+
+}  // namespace msdfast
