@@ -111,10 +111,10 @@ inline int64_t check_gmm_score_args(const at::Tensor& x, const at::Tensor& weigh
 }
 
 // hash_grid_encode(_backward): x float32 [N, D <= 4], the level lists of equal length L <= 32, F >= 1, interp in
-// {0, 1, 2}; params (forward) a float32 [P] table of (offset_last + size_last) F entries. Returns the levels.
-inline hash_grid::Levels check_hash_grid_args(const at::Tensor& x, int64_t n_params, c10::ArrayRef<double> scales,
-                                              c10::ArrayRef<int64_t> resolutions, c10::ArrayRef<int64_t> sizes,
-                                              c10::ArrayRef<int64_t> offsets, int64_t n_features, int64_t interp) {
+// {0, 1, 2}, a table of n_params >= (offset_last + size_last) F values. Returns the levels.
+inline hash_grid::Levels check_hash_grid_levels(const at::Tensor& x, int64_t n_params, c10::ArrayRef<double> scales,
+                                                c10::ArrayRef<int64_t> resolutions, c10::ArrayRef<int64_t> sizes,
+                                                c10::ArrayRef<int64_t> offsets, int64_t n_features, int64_t interp) {
   TORCH_CHECK(x.scalar_type() == at::kFloat, "x: expected float32, got ", x.scalar_type());
   TORCH_CHECK(x.dim() == 2 && x.size(1) >= 1 && x.size(1) <= hash_grid::kMaxDims, "x: expected [N, D] with 1 <= D <= ",
               hash_grid::kMaxDims, ", got shape ", x.sizes());
@@ -136,6 +136,32 @@ inline hash_grid::Levels check_hash_grid_args(const at::Tensor& x, int64_t n_par
     const double dense = std::pow(static_cast<double>(resolutions[l]), static_cast<double>(D));
     lv.l[l] = hash_grid::Level{scales[l], resolutions[l], sizes[l], offsets[l], dense > static_cast<double>(sizes[l])};
   }
+  return lv;
+}
+
+inline hash_grid::Levels check_hash_grid_encode_args(const at::Tensor& x, const at::Tensor& params,
+                                                     c10::ArrayRef<double> scales, c10::ArrayRef<int64_t> resolutions,
+                                                     c10::ArrayRef<int64_t> sizes, c10::ArrayRef<int64_t> offsets,
+                                                     int64_t n_features, int64_t interp) {
+  TORCH_CHECK(params.scalar_type() == at::kFloat && params.dim() == 1, "params: expected a float32 [P] table, got ",
+              params.scalar_type(), " ", params.sizes());
+  TORCH_CHECK(params.device() == x.device(), "params: on device ", params.device(), ", expected ", x.device());
+  return check_hash_grid_levels(x, params.numel(), scales, resolutions, sizes, offsets, n_features, interp);
+}
+
+inline hash_grid::Levels check_hash_grid_encode_backward_args(const at::Tensor& grad_out, const at::Tensor& x,
+                                                              int64_t n_params, c10::ArrayRef<double> scales,
+                                                              c10::ArrayRef<int64_t> resolutions,
+                                                              c10::ArrayRef<int64_t> sizes,
+                                                              c10::ArrayRef<int64_t> offsets, int64_t n_features,
+                                                              int64_t interp) {
+  const hash_grid::Levels lv =
+      check_hash_grid_levels(x, n_params, scales, resolutions, sizes, offsets, n_features, interp);
+  const int64_t N = x.size(0), LF = static_cast<int64_t>(scales.size()) * n_features;
+  TORCH_CHECK(grad_out.scalar_type() == at::kFloat && grad_out.dim() == 2 && grad_out.size(0) == N &&
+                  grad_out.size(1) == LF,
+              "grad_out: expected float32 [", N, ", ", LF, "], got ", grad_out.scalar_type(), " ", grad_out.sizes());
+  TORCH_CHECK(grad_out.device() == x.device(), "grad_out: on device ", grad_out.device(), ", expected ", x.device());
   return lv;
 }
 

@@ -63,11 +63,8 @@ void dispatch_dims(int64_t D, Fn&& fn) {
 at::Tensor hash_grid_encode_cpu(const at::Tensor& x_, const at::Tensor& params_, c10::ArrayRef<double> scales,
                                 c10::ArrayRef<int64_t> resolutions, c10::ArrayRef<int64_t> sizes,
                                 c10::ArrayRef<int64_t> offsets, int64_t n_features, int64_t interp) {
-  TORCH_CHECK(params_.scalar_type() == at::kFloat && params_.dim() == 1, "params: expected a float32 [P] table, got ",
-              params_.scalar_type(), " ", params_.sizes());
-  TORCH_CHECK(params_.device() == x_.device(), "params: on device ", params_.device(), ", expected ", x_.device());
   const hash_grid::Levels lv =
-      check_hash_grid_args(x_, params_.numel(), scales, resolutions, sizes, offsets, n_features, interp);
+      check_hash_grid_encode_args(x_, params_, scales, resolutions, sizes, offsets, n_features, interp);
   const at::Tensor x = x_.contiguous(), params = params_.contiguous();
   const int64_t N = x.size(0), D = x.size(1), L = static_cast<int64_t>(scales.size()), F = n_features;
   at::Tensor out = at::empty({N, L * F}, x.options());
@@ -88,12 +85,9 @@ at::Tensor hash_grid_encode_backward_cpu(const at::Tensor& grad_out_, const at::
                                          c10::ArrayRef<double> scales, c10::ArrayRef<int64_t> resolutions,
                                          c10::ArrayRef<int64_t> sizes, c10::ArrayRef<int64_t> offsets,
                                          int64_t n_features, int64_t interp) {
-  const hash_grid::Levels lv = check_hash_grid_args(x_, n_params, scales, resolutions, sizes, offsets, n_features, interp);
+  const hash_grid::Levels lv = check_hash_grid_encode_backward_args(grad_out_, x_, n_params, scales, resolutions,
+                                                                    sizes, offsets, n_features, interp);
   const int64_t N = x_.size(0), D = x_.size(1), L = static_cast<int64_t>(scales.size()), F = n_features;
-  TORCH_CHECK(grad_out_.scalar_type() == at::kFloat && grad_out_.dim() == 2 && grad_out_.size(0) == N &&
-                  grad_out_.size(1) == L * F,
-              "grad_out: expected float32 [", N, ", ", L * F, "], got ", grad_out_.scalar_type(), " ", grad_out_.sizes());
-  TORCH_CHECK(grad_out_.device() == x_.device(), "grad_out: on device ", grad_out_.device(), ", expected ", x_.device());
   const at::Tensor x = x_.contiguous(), grad_out = grad_out_.contiguous();
   at::Tensor grad = at::zeros({n_params}, x.options());
   if (N == 0) return grad;

@@ -12,77 +12,57 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <int D>
+// One thread per (point i, level l). Forward: out[i, l F + f] = sum_c w_c table[idx_c F + f] (src = params).
+// BACKWARD: table[idx_c F + f] += w_c grad_out[i, l F + f] (src = grad_out, dst = the zeroed gradient table).
+template <int D, bool BACKWARD>
 __global__ void __launch_bounds__(kThreads)
-    encode_kernel(int64_t n, hash_grid::Levels lv, int levels, int features, int interp, const float* __restrict__ x,
-                  const float* __restrict__ params, float* __restrict__ out) {
+    grid_kernel(int64_t n, hash_grid::Levels lv, int levels, int features, int interp, const float* __restrict__ x,
+                const float* __restrict__ src, float* __restrict__ dst) {
   const int l = blockIdx.y;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   int64_t idx[1 << D];
   float w[1 << D];
   const int C = hash_grid::corners<D>(x + i * D, lv.l[l], interp, idx, w);
-  float* o = out + i * levels * features + l * features;
+  const int64_t row = i * levels * features + l * features;
   for (int f = 0; f < features; ++f) {
-    float acc = 0.0f;
-    for (int c = 0; c < C; ++c) acc += w[c] * __ldg(params + idx[c] * features + f);
-    o[f] = acc;
+    if constexpr (BACKWARD) {
+      const float g = src[row + f];
+      for (int c = 0; c < C; ++c) atomicAdd(dst + idx[c] * features + f, w[c] * g);
+    } else {
+      float acc = 0.0f;
+      for (int c = 0; c < C; ++c) acc += w[c] * __ldg(src + idx[c] * features + f);
+      dst[row + f] = acc;
+    }
   }
 }
 
-template <int D>
-__global__ void __launch_bounds__(kThreads)
-    backward_kernel(int64_t n, hash_grid::Levels lv, int levels, int features, int interp,
-                    const float* __restrict__ x, const float* __restrict__ grad_out, float* __restrict__ grad) {
-  const int l = blockIdx.y;
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  int64_t idx[1 << D];
-  float w[1 << D];
-  const int C = hash_grid::corners<D>(x + i * D, lv.l[l], interp, idx, w);
-  const float* go = grad_out + i * levels * features + l * features;
-  for (int f = 0; f < features; ++f) {
-    const float g = go[f];
-    for (int c = 0; c < C; ++c) atomicAdd(grad + idx[c] * features + f, w[c] * g);
-  }
-}
-
-template <typename Launch>
-cudaError_t by_dims(int dims, Launch&& launch) {
+template <bool BACKWARD>
+cudaError_t launch(int64_t n, int dims, const hash_grid::Levels& lv, int levels, int features, int interp,
+                   const float* x, const float* src, float* dst, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>((n + kThreads - 1) / kThreads), static_cast<unsigned>(levels), 1);
   switch (dims) {
-    case 1: return launch(std::integral_constant<int, 1>{});
-    case 2: return launch(std::integral_constant<int, 2>{});
-    case 3: return launch(std::integral_constant<int, 3>{});
-    case 4: return launch(std::integral_constant<int, 4>{});
+    case 1: grid_kernel<1, BACKWARD><<<grid, kThreads, 0, stream>>>(n, lv, levels, features, interp, x, src, dst); break;
+    case 2: grid_kernel<2, BACKWARD><<<grid, kThreads, 0, stream>>>(n, lv, levels, features, interp, x, src, dst); break;
+    case 3: grid_kernel<3, BACKWARD><<<grid, kThreads, 0, stream>>>(n, lv, levels, features, interp, x, src, dst); break;
+    case 4: grid_kernel<4, BACKWARD><<<grid, kThreads, 0, stream>>>(n, lv, levels, features, interp, x, src, dst); break;
+    default: return cudaErrorInvalidValue;
   }
-  return cudaErrorInvalidValue;
-}
-
-dim3 grid_for(int64_t n, int levels) {
-  return dim3(static_cast<unsigned>((n + kThreads - 1) / kThreads), static_cast<unsigned>(levels), 1);
+  return cudaGetLastError();
 }
 
 }  // namespace
 
 cudaError_t hash_grid_encode_launch(int64_t n, int dims, const hash_grid::Levels& lv, int levels, int features,
                                     int interp, const float* x, const float* params, float* out, cudaStream_t stream) {
-  if (n == 0) return cudaSuccess;
-  return by_dims(dims, [&](auto d) -> cudaError_t {
-    encode_kernel<decltype(d)::value><<<grid_for(n, levels), kThreads, 0, stream>>>(n, lv, levels, features, interp,
-                                                                                     x, params, out);
-    return cudaGetLastError();
-  });
+  return launch<false>(n, dims, lv, levels, features, interp, x, params, out, stream);
 }
 
 cudaError_t hash_grid_encode_backward_launch(int64_t n, int dims, const hash_grid::Levels& lv, int levels, int features,
                                              int interp, const float* x, const float* grad_out, float* grad,
                                              cudaStream_t stream) {
-  if (n == 0) return cudaSuccess;
-  return by_dims(dims, [&](auto d) -> cudaError_t {
-    backward_kernel<decltype(d)::value><<<grid_for(n, levels), kThreads, 0, stream>>>(n, lv, levels, features,
-                                                                                       interp, x, grad_out, grad);
-    return cudaGetLastError();
-  });
+  return launch<true>(n, dims, lv, levels, features, interp, x, grad_out, grad, stream);
 }
 
 }  // namespace cuda

@@ -52,30 +52,34 @@ def _corner(x_ptr, offs, mask, scale, res, size, C: tl.constexpr, D: tl.constexp
 
 
 @triton.jit
-def _encode_kernel(x_ptr, params_ptr, out_ptr, N, scale, res, size, offset, col, out_stride, D: tl.constexpr,
-                   F: tl.constexpr, FP: tl.constexpr, INTERP: tl.constexpr, HASHED: tl.constexpr,
-                   BLOCK: tl.constexpr):
+def _block(N, col, out_stride, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's points, their mask, the feature lanes and the offsets of its [BLOCK, F] output tile."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     f = tl.arange(0, FP)
     fmask = mask[:, None] & (f < F)[None, :]
+    return offs, mask, f, fmask, offs.to(tl.int64)[:, None] * out_stride + col + f[None, :]
+
+
+@triton.jit
+def _encode_kernel(x_ptr, params_ptr, out_ptr, N, scale, res, size, offset, col, out_stride, D: tl.constexpr,
+                   F: tl.constexpr, FP: tl.constexpr, INTERP: tl.constexpr, HASHED: tl.constexpr,
+                   BLOCK: tl.constexpr):
+    offs, mask, f, fmask, row = _block(N, col, out_stride, F, FP, BLOCK)
     acc = tl.zeros((BLOCK, FP), tl.float32)
     for c in tl.static_range(1 if INTERP == 1 else 2 ** D):
         idx, w = _corner(x_ptr, offs, mask, scale, res, size, c, D, INTERP, HASHED)
         vals = tl.load(params_ptr + ((offset + idx) * F)[:, None] + f[None, :], mask=fmask, other=0.0)
         acc += w[:, None] * vals
-    tl.store(out_ptr + offs.to(tl.int64)[:, None] * out_stride + col + f[None, :], acc, mask=fmask)
+    tl.store(out_ptr + row, acc, mask=fmask)
 
 
 @triton.jit
 def _backward_kernel(x_ptr, grad_out_ptr, grad_ptr, N, scale, res, size, offset, col, out_stride, D: tl.constexpr,
                      F: tl.constexpr, FP: tl.constexpr, INTERP: tl.constexpr, HASHED: tl.constexpr,
                      BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < N
-    f = tl.arange(0, FP)
-    fmask = mask[:, None] & (f < F)[None, :]
-    go = tl.load(grad_out_ptr + offs.to(tl.int64)[:, None] * out_stride + col + f[None, :], mask=fmask, other=0.0)
+    offs, mask, f, fmask, row = _block(N, col, out_stride, F, FP, BLOCK)
+    go = tl.load(grad_out_ptr + row, mask=fmask, other=0.0)
     for c in tl.static_range(1 if INTERP == 1 else 2 ** D):
         idx, w = _corner(x_ptr, offs, mask, scale, res, size, c, D, INTERP, HASHED)
         tl.atomic_add(grad_ptr + ((offset + idx) * F)[:, None] + f[None, :], w[:, None] * go, mask=fmask)
