@@ -59,6 +59,7 @@ def format_info(d: dict[str, Any]) -> str:
     # With a CPU-only torch no CUDA tensor can exist: say so rather than list a backend for it.
     cuda_note = None if d["torch_cuda"] else "n/a (torch built without CUDA)"
     lines.append("  op backends (cpu / cuda):")
+    width = max((len(op) for op in d["ops"]), default=0) + 1
     for op, row in d["ops"].items():
-        lines.append(f"    {op:<20} {row['cpu']:<10} {cuda_note or row['cuda']}")
+        lines.append(f"    {op:<{width}} {row['cpu']:<10} {cuda_note or row['cuda']}")
     return "\n".join(lines)
