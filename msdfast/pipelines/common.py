@@ -17,13 +17,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+
+from ..atomic import atomic_path, write_atomic
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..errors import UserInputError
 
 __all__ = ["DistillConfig", "COMMON_RESUME_KEYS", "run_distillation", "load_denoiser", "default_device",
            "estimator_state", "load_estimator_state", "save_png", "progress_strip", "add_common_arguments",
@@ -111,25 +114,30 @@ def _set_rng_states(gen: torch.Generator, st: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _write_json(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=2, default=str).encode())
 
 
 def save_png(img: torch.Tensor, path: Path) -> None:
-    """[1, 3, H, W] or [3, H, W] in [0, 1] -> PNG."""
+    """[1, 3, H, W] or [3, H, W] in [0, 1] -> PNG (written atomically)."""
     from PIL import Image
 
     img = img.detach().float().cpu().reshape(-1, *img.shape[-3:])[0].clamp(0, 1)
     arr = (img.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype("uint8")
-    Image.fromarray(arr).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
+
+
+def _open_png(path: Path) -> Any:
+    """A snapshot PNG, fully decoded; UserInputError naming the file when it is damaged or truncated."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Exception as e:  # noqa: BLE001 -- PIL raises OSError/SyntaxError/ValueError for damaged files
+        raise UserInputError(f"{path}: the snapshot image is damaged or truncated ({type(e).__name__}); "
+                             "delete it to continue") from e
 
 
 def progress_strip(paths: list[Path], out: Path, height: int = 128) -> None:
@@ -138,7 +146,7 @@ def progress_strip(paths: list[Path], out: Path, height: int = 128) -> None:
 
     if not paths:
         return
-    ims = [Image.open(p).convert("RGB") for p in paths]
+    ims = [_open_png(p) for p in paths]
     ims = [im.resize((max(1, im.width * height // im.height), height)) for im in ims]
     if ims[0].width > ims[0].height:   # multi-view snapshots (3D): stack the rows instead of one long strip
         strip = Image.new("RGB", (max(im.width for im in ims), height * len(ims)))
@@ -190,7 +198,9 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
 
     start, history, converged = 0, [], False
     if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=True)  # tensors, dicts, primitives only
+        ck = load_checkpoint(ckpt_path, map_location=device)  # checksum verified; tensors, dicts, primitives only
+        for p in sorted((out / "snapshots").glob("step_*.png")):   # the final strip reads them all: check now
+            _open_png(p)
         old, new = ck["config"], asdict(cfg)
         for k in resume_keys:
             if old.get(k) != new.get(k):
@@ -211,7 +221,7 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
         return p
 
     def checkpoint(step: int) -> None:
-        _atomic_save({"config": asdict(cfg), "field": field.state_dict(), "optimizer": optimizer.state_dict(),
+        save_checkpoint({"config": asdict(cfg), "field": field.state_dict(), "optimizer": optimizer.state_dict(),
                       "estimator": estimator_state(estimator), "rng": _rng_states(generator), "step": step,
                       "history": history, "converged": converged}, ckpt_path)
 

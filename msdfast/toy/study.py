@@ -35,6 +35,7 @@ took 747 s CPU on one core (2086 s wall on an overloaded machine).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_path, write_atomic
+from ..content_hash import file_digest
+from ..errors import UserInputError
 from . import report
 from .plots import plot_panels
 from .protocol import (DEFAULT_METHODS, FULL_COLUMNS, FULL_METHODS, LABELS, METHOD_SPECS, ColumnSpec,
@@ -238,32 +242,59 @@ class CellStore:
         self.resume = resume
 
     def load(self, kind: str, key: str, extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The completed cell's record (+ "arrays", "state"), None when absent or from another configuration;
+        UserInputError naming the file when a cell file is damaged (its JSON holds its companions' sha256)."""
         p = self.dir / f"{kind}--{_safe(key)}.json"
         if not self.resume or not p.is_file():
             return None
-        rec = json.loads(p.read_text())
-        if rec.get("fingerprint") != self.fp or rec.get("extra") != json.loads(json.dumps(extra, default=str)):
+        try:
+            rec = json.loads(p.read_text())
+            if not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            raise UserInputError(f"{p}: the cell file is damaged or truncated ({type(e).__name__}); delete it to "
+                                 "recompute the cell") from e
+        digest = rec.pop("sha256", None)
+        if digest is not None and digest != hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest():
+            raise UserInputError(f"{p}: the cell file does not match its checksum (it was modified or corrupted); "
+                                 "delete it to recompute the cell")
+        if (rec.get("fingerprint") != self.fp or rec.get("extra") != json.loads(json.dumps(extra, default=str))
+                or "files" not in rec or digest is None):   # another configuration, or a cell of an older msdfast: recompute it
             return None
-        arr = self.dir / f"{kind}--{_safe(key)}.npz"
-        if arr.is_file():
-            with np.load(arr) as z:
-                rec["arrays"] = {k: z[k] for k in z.files}
-        st = self.dir / f"{kind}--{_safe(key)}.pt"
-        if st.is_file():
-            rec["state"] = torch.load(st, weights_only=True)  # estimator state: tensors, dicts, primitives
+        sums = rec.pop("files")
+        for suffix, digest in sums.items():
+            f = self.dir / f"{kind}--{_safe(key)}.{suffix}"
+            if not f.is_file() or file_digest(f) != digest:
+                raise UserInputError(f"{f}: the cell file is missing or does not match its checksum in {p.name}; "
+                                     "delete both to recompute the cell")
+        try:
+            if "npz" in sums:
+                with np.load(self.dir / f"{kind}--{_safe(key)}.npz") as z:
+                    rec["arrays"] = {k: z[k] for k in z.files}
+            if "pt" in sums:   # estimator state: tensors, dicts, primitives
+                rec["state"] = torch.load(self.dir / f"{kind}--{_safe(key)}.pt", weights_only=True)
+        except Exception as e:  # noqa: BLE001 -- a file that matches its checksum but does not load
+            raise UserInputError(f"{p}: a companion file of this cell cannot be loaded ({type(e).__name__})") from e
         return rec
 
     def save(self, kind: str, key: str, rec: dict[str, Any], arrays: dict[str, np.ndarray] | None = None,
              state: Any = None, extra: dict[str, Any] | None = None) -> None:
         base = self.dir / f"{kind}--{_safe(key)}"
+        sums = {}
         if arrays:
-            np.savez_compressed(f"{base}.npz", **arrays)
+            with atomic_path(f"{base}.npz") as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez_compressed(f, **arrays)
+            sums["npz"] = file_digest(f"{base}.npz")
         if state is not None:
-            torch.save(state, f"{base}.pt")
-        rec = dict(rec, fingerprint=self.fp, extra=json.loads(json.dumps(extra, default=str)))
-        tmp = Path(f"{base}.json.tmp")   # not with_suffix: keys may hold dots ("msd-tweedie-0.05")
-        tmp.write_text(json.dumps(report._jsonable(rec)))
-        tmp.replace(f"{base}.json")   # the JSON written last marks the cell complete
+            with atomic_path(f"{base}.pt") as tmp:
+                torch.save(state, tmp)
+            sums["pt"] = file_digest(f"{base}.pt")
+        rec = json.loads(json.dumps(report._jsonable(dict(
+            rec, fingerprint=self.fp, extra=json.loads(json.dumps(extra, default=str)), files=sums))))
+        rec["sha256"] = hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()
+        # the JSON, written last and atomically, marks the cell complete and holds its companions' checksums
+        write_atomic(f"{base}.json", json.dumps(rec).encode())
 
 
 def _mean_metrics(per_seed: list[dict[str, float]]) -> dict[str, float]:
