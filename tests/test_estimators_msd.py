@@ -104,7 +104,7 @@ def test_stable_kernel_interval_switches_the_pull_off_outside() -> None:
     assert (full - free).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("solver,kw", [("stable", {}), ("stable", {"kernel_time": "ve", "centers": "scaled"}),
+@pytest.mark.parametrize("solver,kw", [("stable", {}), ("stable", {"kernel_time": "sigma", "centers": "scaled"}),
                                        ("naive", {}), ("posterior", {})])
 def test_one_denoiser_call_per_step_and_nfe_formula(solver: str, kw: dict) -> None:
     """N chains x B points x CFG: ONE batched call per solver step; NFE per MSD class docstring."""

@@ -8,7 +8,7 @@ import torch
 
 from .. import ops
 from ..denoisers.base import Cond, Denoiser
-from ..samplers.product import KERNEL_TIMES, SOLVERS, product_sample
+from ..samplers.product import KERNEL_TIMES, NAIVE_FORMS, SOLVERS, product_sample
 from ..samplers.schedules import BandwidthSchedule
 from .common import GuidedEstimator
 
@@ -33,11 +33,17 @@ class MSD(GuidedEstimator):
         kernel_interval: (t_lo, t_hi): apply the kernel term only for solver steps starting at t inside.
         inversion_guidance_scale: CFG weight of the stable solver's DDIM inversion (default 1: conditional).
             The inversion runs without PSR (it only locates x's trajectory); the solvers use PSR if psr_k != 1.
-        kernel_time: the stable solver's kernel-ODE time: "tau" = t / T (the paper's; lambda in its units) or
-            "ve" = s_t^2 / 2 (lambda = the data-space bandwidth of the kernel), or "noised" (the exact flow of
-            the noised kernel score (c - x)/(lambda^2 + s^2); see samplers.product.kernel_decay).
+        kernel_time: the stable solver's kernel-ODE time u in d = exp(-|u_t - u_t'| / lambda^2) (eq. 14-15; the
+            paper does not state u, MATH.md sec. 2): "sigma" (u = VE noise level s_t, 0 for clean data: the
+            toy/EDM reading, with centers="scaled" the toy study's "MSD (paper)" row), "t" (integer timestep:
+            the Stable Diffusion reading of fig. 5's bandwidths), "tau" (t / T; default, msdfast's first
+            choice, kept) or "noised" (msdfast's exact flow of the noised kernel score (c - x)/(lambda^2 + s^2)).
+            See samplers.product.kernel_decay.
         centers: the stable solver's kernel centres c_t: "inversion" (DDIM inversion trajectory of x, the
-            paper's practice) or "scaled" (alpha_t x, the eq. 12 centre; 0 inversion NFE).
+            paper's Stable Diffusion heuristic, sec. 4.3; default) or "scaled" (alpha_t x, the centre x of eq.
+            9/12; 0 inversion NFE; the toy reading).
+        naive_form: the naive solver's eq. 12: "score" (default; eps_g - sigma_t (alpha_t x - z) / lambda^2, the
+            kernel score in eps form) or "eq12" (the paper's printed eps_g - (x - z) / lambda^2).
         t_range: its t_max is the solver's top timestep (default T - 1); t_min is unused.
 
     NFE per call (batch B, N chains, T steps, c = 2 with CFG/autoguidance else 1, c_inv likewise for the
@@ -56,7 +62,8 @@ class MSD(GuidedEstimator):
                  bandwidth: float = math.sqrt(0.1), bandwidth_schedule: str = "constant",
                  lambda_end: float | None = None, lambda_min: float = 1e-3,
                  kernel_interval: tuple[int, int] | None = None, inversion_guidance_scale: float = 1.0,
-                 kernel_time: str = "tau", centers: str = "inversion", **options: Any) -> None:
+                 kernel_time: str = "tau", centers: str = "inversion", naive_form: str = "score",
+                 **options: Any) -> None:
         super().__init__(denoiser, **options)
         if solver not in SOLVERS:
             raise ValueError(f"solver: expected one of {SOLVERS}, got {solver!r}")
@@ -76,6 +83,9 @@ class MSD(GuidedEstimator):
         if centers not in ("inversion", "scaled"):
             raise ValueError(f"centers: expected 'inversion' or 'scaled', got {centers!r}")
         self.centers = centers
+        if naive_form not in NAIVE_FORMS:
+            raise ValueError(f"naive_form: expected one of {NAIVE_FORMS}, got {naive_form!r}")
+        self.naive_form = naive_form
 
     @property
     def lam(self) -> float:
@@ -99,6 +109,8 @@ class MSD(GuidedEstimator):
         if self.solver == "stable":
             opts["inversion"] = self.guidance(cond, uncond, scale=self.inversion_guidance_scale, psr=False)
             opts.update(kernel_time=self.kernel_time, centers=self.centers)
+        if self.solver == "naive":
+            opts["naive_form"] = self.naive_form
         y, info = product_sample(self.solver, guidance, x, lam, **opts)
         g = ops.chain_mean_shift(y, x)
         info = {k: v for k, v in info.items() if k in ("t_lambda", "lambda_eff", "grid")}

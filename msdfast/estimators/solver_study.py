@@ -16,8 +16,8 @@ import torch
 
 ROWS: tuple[tuple[str, dict], ...] = (
     ("exact", {}), ("tweedie", {}), ("posterior", {"steps": 10}), ("posterior", {"steps": 32}),
-    ("stable", {"steps": 10}), ("stable", {"steps": 32}), ("stable", {"steps": 32, "kernel_time": "ve"}),
-    ("stable", {"steps": 32, "kernel_time": "ve", "centers": "scaled"}), ("naive", {"steps": 32}))
+    ("stable", {"steps": 10}), ("stable", {"steps": 32}), ("stable", {"steps": 32, "kernel_time": "sigma"}),
+    ("stable", {"steps": 32, "kernel_time": "sigma", "centers": "scaled"}), ("naive", {"steps": 32}))
 
 
 def run(points: int = 16, chains: int = 256, lambdas: tuple[float, ...] = (0.1, 0.3), seed: int = 0) -> list[dict]:

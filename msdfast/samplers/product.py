@@ -9,10 +9,15 @@ Every solver runs N chains for a batch x [B, ...] as ONE batch [N*B, ...] laid o
 step is ONE denoiser call (a CFG pair is one call of 2 N B). Each returns y [N*B, ...] and an info dict.
 
 Solvers (all on the one fused step `guided_step` = predict + `ops.ddim_step`):
-  naive     eq. 12 in eps form: eps_tot = eps_g - sigma_t (c_t - z) / lambda^2 with c_t = alpha_t x, DDIM.
-  stable    eq. 14-15 / Algorithm 2 "stable": DDIM step, then the exact kernel-ODE solution
-            z <- c_t' + (z' - c_t') exp(-|tau_t - tau_t'| / lambda^2), tau = t / T, centres c_t = DDIM
-            inversion trajectory of x (computed ONCE, shared by all N chains).
+  naive     eq. 12, two forms (`naive_form`): "score" (msdfast's, default): eps_tot = eps_g - sigma_t (c_t - z) /
+            lambda^2 with c_t = alpha_t x, i.e. the kernel SCORE (c_t - z)/lambda^2 turned into eps form
+            (eps = -sigma_t score, MATH.md sec. 1); "eq12" (the paper's printed form): eps_tot = eps_g -
+            (x - z) / lambda^2, centre x, no sigma_t factor. DDIM either way.
+  stable    eq. 14-15 / Algorithm 2 "stable": DDIM step t -> t', then the exact solution of the kernel ODE,
+            z <- c_t' + (z' - c_t') exp(-|u_t - u_t'| / lambda^2), in the kernel-ODE time u of `kernel_time`
+            ("sigma", "t", "tau"; or the "noised" kernel's exact flow), centres c_t = alpha_t x ("scaled", eq.
+            9/12's centre) or the DDIM inversion trajectory of x ("inversion", the paper's Stable Diffusion
+            practice; computed ONCE, shared by all N chains). See `kernel_decay` for which reading each is.
   posterior exact product sampling (not in the paper): q(y | x) is the posterior of clean y given the noisy
             observation x = y + lambda n; start at z = alpha_{t_lambda} x with s_{t_lambda} = lambda and run
             DDPM (eta = 1) down to clean data.
@@ -65,16 +70,27 @@ def _in(t: int, interval: tuple[int, int] | None) -> bool:
     return interval is None or interval[0] <= t <= interval[1]
 
 
+NAIVE_FORMS = ("score", "eq12")
+
+
 def naive_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: int = 1, steps: int = 10,
                   t_top: int | None = None, kernel_interval: tuple[int, int] | None = None,
+                  naive_form: str = "score",
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Naive product solver (MSD paper eq. 12 with msdfast's signs, MATH.md sec. 2).
+    """Naive product solver: DDIM on the composite eps of MSD paper eq. 12 (Algorithm 2, first ODESolver).
 
-    z_T ~ N(0, I); each DDIM step t -> t' uses eps_tot = eps_g(z, t) - sigma_t (alpha_t x - z) / lambda^2
-    (the kernel term only for t in kernel_interval if given). NFE = steps N B (x 2 with CFG).
-    Unstable for small lambda (an explicit step of a stiff term): that is the paper's point.
+    z_T ~ N(0, I); each DDIM step t -> t' uses eps_tot (the kernel term only for t in kernel_interval if given):
+      naive_form "score" (msdfast's reading, default): eps_tot = eps_g(z, t) - sigma_t (alpha_t x - z) / lambda^2,
+          the product score of eq. 9 (kernel centred on alpha_t x in the VP variable) in eps form
+          eps = -sigma_t grad log p (MATH.md sec. 1);
+      naive_form "eq12" (the paper's eq. 12 as printed): eps_tot = eps_g(z, t) - (x - z) / lambda^2, centre x
+          and no sigma_t factor (read literally, eq. 12 mixes a score with an eps).
+    NFE = steps N B (x 2 with CFG). Unstable for small lambda (an explicit step of a stiff term): that is the
+    paper's point (sec. 3.4).
     """
     _check(x, lam, chains, steps)
+    if naive_form not in NAIVE_FORMS:
+        raise ValueError(f"naive_form: expected one of {NAIVE_FORMS}, got {naive_form!r}")
     sch, dev = guidance.schedule, x.device
     grid = product_grid(guidance, steps, t_top)
     xr = _rep(x, chains)
@@ -82,62 +98,79 @@ def naive_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: in
     for t, tn in zip(grid[::-1][:-1], grid[::-1][1:]):
         eps = guidance.eps(z, t, tag="msd-naive")
         if _in(t, kernel_interval):
-            a, s = sch.alpha(t, device=dev).to(x.dtype), sch.sigma(t, device=dev).to(x.dtype)
-            eps = eps - s * (a * xr - z) / (lam * lam)
+            if naive_form == "eq12":
+                eps = eps - (xr - z) / (lam * lam)
+            else:
+                a, s = sch.alpha(t, device=dev).to(x.dtype), sch.sigma(t, device=dev).to(x.dtype)
+                eps = eps - s * (a * xr - z) / (lam * lam)
         coef = ops.step_coefficients(z.shape[0], sch.alpha(t, device=dev), sch.sigma(t, device=dev),
                                      sch.alpha(tn, device=dev), sch.sigma(tn, device=dev), device=dev)
         z = ops.ddim_step(z, eps.to(z.dtype), coef)
     return z, {"grid": grid}
 
 
-KERNEL_TIMES = ("tau", "ve", "noised")
+KERNEL_TIMES = ("sigma", "t", "tau", "noised")
+
+
+def kernel_time_of(sch: Any, kernel_time: str) -> Callable[[int], float]:
+    """u(t): the kernel-ODE time of timestep t (t = -1 is clean data) for kernel_time "sigma" | "t" | "tau"."""
+    if kernel_time == "sigma":
+        return lambda t: float(sch.ve_sigma(t, dtype=torch.float64)) if t >= 0 else 0.0
+    if kernel_time == "t":
+        return lambda t: float(t)
+    if kernel_time == "tau":
+        T = sch.num_train_timesteps
+        return lambda t: t / T
+    raise ValueError(f"kernel_time: expected one of {KERNEL_TIMES}, got {kernel_time!r}")
 
 
 def kernel_decay(sch: Any, lam: float, kernel_time: str) -> Callable[[int, int], float]:
     """The factor d(t, t') of the kernel pull z' = c + (z' - c) d of one stable-solver step t -> t'.
 
-    "tau":    exp(-|tau_t - tau_t'| / lambda^2), tau = t / T (MSD paper eq. 15 with MATH.md's time unit).
-    "ve":     exp(-|s_t^2 - s_t'^2| / (2 lambda^2)): the same kernel score (c - x)/lambda^2 integrated in the
-              VE probability-flow time u = s^2 / 2 (EDM: dx/ds = -s score).
-    "noised": sqrt((lambda^2 + s_t'^2) / (lambda^2 + s_t^2)): the exact flow of the NOISED kernel's score
+    The paper (eq. 14-15, supplement C) solves the kernel ODE dz/du = (c - z) / lambda^2 exactly,
+    d = exp(-|u_t - u_t'| / lambda^2), but never says what its time u is (MATH.md sec. 2 audits the readings):
+    "sigma":  u = s_t, the VE noise level (EDM's sigma; 0 for clean data, t = -1). The toy study's reading:
+              the paper's 2D experiments run on Karras et al.'s EDM code, whose ODE time is sigma, and there
+              eq. 12 and eq. 14 are exactly consistent. The toy's "MSD (paper)" row.
+    "t":      u = t, the integer timestep (clean data t = -1). The Stable Diffusion reading: only in it do the
+              paper's fig. 5 bandwidths (1e3 / 10 / 1e-2) behave as the figure shows.
+    "tau":    u = t / T (msdfast's first choice, kept; no passage of the paper supports it). lambda^2 is then
+              1 / T of the "t" reading's.
+    "noised": not a time unit but msdfast's addition: the exact flow of the NOISED kernel's score
               (c - x)/(lambda^2 + s^2) -- a Gaussian kernel of width lambda convolved with the noise at s --
-              which solves dy/ds = s y / (lambda^2 + s^2) in closed form (y = x - c). The pull vanishes at high
-              noise and is exact at s -> 0: the kernel alone flows N(c, s_T^2) noise to N(c, lambda^2).
-              msdfast's addition; with centres alpha_t x it is the splitting of eq. 12's composite score.
-              Still biased: at high noise DDIM and the kernel step each shrink (z - c) by ~s'/s, while the
-              noised product N(m, C + s^2) shrinks once (the sum of noised scores is not the noised product's
-              score). Measured: 16-28% relative error in g on the tree vs 95-100% for "tau".
+              which solves dy/ds = s y / (lambda^2 + s^2) in closed form (y = x - c):
+              d = sqrt((lambda^2 + s_t'^2) / (lambda^2 + s_t^2)). The pull vanishes at high noise and the
+              kernel alone flows N(c, s_T^2) noise to N(c, lambda^2). Still biased: at high noise DDIM and the
+              kernel step each shrink (z - c) by ~s'/s, while the noised product N(m, C + s^2) shrinks once
+              (the sum of noised scores is not the noised product's score). Measured: 16-28% relative error in
+              g on the tree vs 95-100% for "tau" with inversion centres.
     """
-    if kernel_time == "tau":
-        T = sch.num_train_timesteps
-        return lambda t, tn: math.exp(-abs(t - tn) / T / lam**2)
-    ve2 = lambda t: float(sch.ve_sigma(t, dtype=torch.float64)) ** 2 if t >= 0 else 0.0  # noqa: E731
-    if kernel_time == "ve":
-        return lambda t, tn: math.exp(-abs(ve2(t) - ve2(tn)) / (2 * lam**2))
     if kernel_time == "noised":
+        ve2 = lambda t: float(sch.ve_sigma(t, dtype=torch.float64)) ** 2 if t >= 0 else 0.0  # noqa: E731
         return lambda t, tn: math.sqrt((lam**2 + ve2(tn)) / (lam**2 + ve2(t)))
-    raise ValueError(f"kernel_time: expected one of {KERNEL_TIMES}, got {kernel_time!r}")
+    u = kernel_time_of(sch, kernel_time)
+    return lambda t, tn: math.exp(-abs(u(t) - u(tn)) / lam**2)
 
 
 def stable_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: int = 1, steps: int = 10,
                    t_top: int | None = None, kernel_interval: tuple[int, int] | None = None,
                    inversion: Guidance | None = None, kernel_time: str = "tau", centers: str = "inversion",
                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Stable product solver (MSD paper eq. 15, Algorithm 2 "stable").
+    """Stable product solver (MSD paper eq. 14-15, Algorithm 2 "stable"): operator splitting of eq. 12.
 
-    1. Centres: the DDIM inversion trajectory {c_t} of x on the solver's grid (`inversion` guidance, default
-       `guidance` without CFG/PSR), computed ONCE and shared by the N chains; c_{-1} = x.
-    2. z_T = c_T + (eps - c_T) exp(-dtau / lambda^2), eps ~ N(0, I), dtau the grid step in tau = t / T.
-    3. Each step: z' = DDIM(z, eps_g, t -> t') then z = c_t' + (z' - c_t') exp(-|tau_t - tau_t'| / lambda^2)
-       (fused in ops.ddim_step); outside kernel_interval (judged at t) the decay is 1 (plain DDIM).
-    kernel_time: the time unit of the kernel ODE. "tau" (default; the paper's, MATH.md): tau = t / T, so lambda
-       is in the paper's units (its fig. 5 sweeps 1e3 .. 1e-2). "ve": the probability-flow time of the VE
-       variable, dtau = (s_t^2 - s_t'^2) / 2 (EDM: dx/ds = -s score), under which lambda is the bandwidth of
-       the data-space kernel exp(-|x - y|^2 / (2 lambda^2)) and the solver approaches exact product sampling
-       at small t (msdfast's addition; measured in tests/test_estimators_msd.py). "noised": the exact flow of
-       the noised kernel (see kernel_decay; msdfast's addition, use with centers="scaled").
-    centers: "inversion" (the paper's practice) or "scaled" (c_t = alpha_t x, eq. 12's centre, no inversion).
-    NFE = steps B (x 2 if the inversion uses CFG) + steps N B (x 2 for steps with CFG).
+    1. Centres c_t on the solver's grid: "scaled" c_t = alpha_t x (eq. 9/12's kernel centre x in the VP
+       variable; 0 NFE; the toy study's paper reading) or "inversion" (default): the DDIM inversion trajectory
+       of x (`inversion` guidance, default `guidance` without CFG/PSR; the paper's Stable Diffusion heuristic,
+       sec. 4.3), computed ONCE and shared by the N chains; c_{-1} = x.
+    2. z_T = c_T + (eps - c_T) d(T, T'), eps ~ N(0, I), d the decay of the first step (Algorithm 2's start).
+    3. Each step: z' = DDIM(z, eps_g, t -> t') then z = c_t' + (z' - c_t') d(t, t') (fused in ops.ddim_step):
+       the pull towards the centre of the level AFTER the step (Algorithm 2 prints z*_t, the current level;
+       taken literally it diverges, MATH.md sec. 2). Outside kernel_interval (judged at t) d = 1 (plain DDIM).
+    kernel_time: the time u of the kernel ODE, d(t, t') = exp(-|u_t - u_t'| / lambda^2) (`kernel_decay` says
+       which reading each is): "sigma" (u = s_t, the toy/EDM reading), "t" (integer timestep, the SD reading),
+       "tau" (t / T, default, kept for existing runs) or "noised" (msdfast's exact noised-kernel flow; the
+       chains then start from pure noise, the pull at s_T being negligible by construction).
+    NFE = steps B (x 2 if the inversion uses CFG; 0 for "scaled") + steps N B (x 2 for steps with CFG).
     """
     _check(x, lam, chains, steps)
     sch, dev = guidance.schedule, x.device
