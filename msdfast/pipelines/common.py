@@ -308,6 +308,7 @@ def add_common_arguments(p: argparse.ArgumentParser, *, steps: int, steps_help: 
     p.add_argument("--ckpt-every", type=int, default=ckpt_every)
     p.add_argument("--snapshot-every", type=int, default=snapshot_every)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true", help="delete the run already in OUT and start a new one")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet")

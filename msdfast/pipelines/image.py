@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..runlock import open_run_folder
 from .common import (COMMON_RESUME_KEYS, DistillConfig, add_common_arguments, common_config_kwargs,
                      default_device, load_denoiser, run_distillation)
 
@@ -35,7 +36,7 @@ class ImageConfig(DistillConfig):
     resolution: int | None = None       # render size; default: the model's encode resolution (512 for SD 1.5)
 
 
-def distill_image(cfg: ImageConfig, *, resume: bool = False, denoiser: Any = None,
+def distill_image(cfg: ImageConfig, *, resume: bool = False, overwrite: bool = False, denoiser: Any = None,
                   estimator_factory: Callable[..., Any] | None = None,
                   stop_after: int | None = None) -> dict[str, Any]:
     """Run (or resume) text-to-2D distillation; returns the metrics dict written to metrics.json, plus
@@ -46,6 +47,13 @@ def distill_image(cfg: ImageConfig, *, resume: bool = False, denoiser: Any = Non
     once that many steps in total are done -- used by the resume tests.
     """
     cfg.validate()
+    with open_run_folder(cfg.out, resume=resume, overwrite=overwrite):   # one writer; new/resume/overwrite rules
+        return _distill_image(cfg, resume=resume, denoiser=denoiser, estimator_factory=estimator_factory,
+                              stop_after=stop_after)
+
+
+def _distill_image(cfg: ImageConfig, *, resume: bool, denoiser: Any, estimator_factory: Callable[..., Any] | None,
+                   stop_after: int | None) -> dict[str, Any]:
     from ..fields.image import build_field
 
     device = default_device(cfg.device)
@@ -88,7 +96,7 @@ def add_image_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_image(args: argparse.Namespace) -> int:
     cfg = ImageConfig(**common_config_kwargs(args), field=args.field, resolution=args.resolution)
-    m = distill_image(cfg, resume=args.resume)
+    m = distill_image(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"{cfg.method}: {m['steps_done']} steps, {m['total_nfe']} NFE ({m['nfe_per_step']:.1f}/step), "
           f"{m['seconds']:.1f} s -> {Path(cfg.out) / 'final.png'}")
     return 0

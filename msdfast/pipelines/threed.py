@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..runlock import open_run_folder
 from .common import (COMMON_RESUME_KEYS, DistillConfig, add_common_arguments, common_config_kwargs,
                      default_device, load_denoiser, parse_option, run_distillation)
 
@@ -96,12 +97,19 @@ def build_nerf(cfg: ThreeDConfig, *, implementation: str = "auto") -> torch.nn.M
                 blob_scale=cfg.blob_scale, blob_std=cfg.blob_std, implementation=implementation, seed=cfg.seed)
 
 
-def distill_3d(cfg: ThreeDConfig, *, resume: bool = False, denoiser: Any = None,
+def distill_3d(cfg: ThreeDConfig, *, resume: bool = False, overwrite: bool = False, denoiser: Any = None,
                estimator_factory: Callable[..., Any] | None = None,
                stop_after: int | None = None) -> dict[str, Any]:
     """Run (or resume) text-to-3D distillation; returns the metrics dict written to metrics.json, plus
     "field" (the trained NeRF). Arguments as `msdfast.pipelines.image.distill_image`."""
     cfg.validate()
+    with open_run_folder(cfg.out, resume=resume, overwrite=overwrite):   # one writer; new/resume/overwrite rules
+        return _distill_3d(cfg, resume=resume, denoiser=denoiser, estimator_factory=estimator_factory,
+                           stop_after=stop_after)
+
+
+def _distill_3d(cfg: ThreeDConfig, *, resume: bool, denoiser: Any, estimator_factory: Callable[..., Any] | None,
+                stop_after: int | None) -> dict[str, Any]:
     from ..fields.cameras import fixed_cameras, ray_bundle, sample_cameras, view_index
 
     device = default_device(cfg.device)
@@ -189,7 +197,7 @@ def run_3d(args: argparse.Namespace) -> int:
                        blob_scale=args.blob_scale, blob_std=args.blob_std,
                        **{k: tuple(getattr(args, k)) for k in _RANGES},
                        view_dependent=not args.no_view_dependent, snapshot_views=args.snapshot_views)
-    m = distill_3d(cfg, resume=args.resume)
+    m = distill_3d(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"{cfg.method}: {m['steps_done']} steps, {m['total_nfe']} NFE ({m['nfe_per_step']:.1f}/step), "
           f"{m['seconds']:.1f} s -> {Path(cfg.out) / 'final.png'}")
     return 0

@@ -1,7 +1,8 @@
 """`msdfast toy`: the MSD paper's 2D distillation study (sec. 4.2, tables 1-3, figures 1 and 3).
 
     msdfast toy                      # the default subset: 1-4 min on 2 CPU cores (see DEFAULT below)
-    msdfast toy --full --resume      # the complete grid of tables 1-3: ~15 min on 1 CPU core; resumable
+    msdfast toy --full               # the complete grid of tables 1-3: ~15 min on 1 CPU core
+    msdfast toy --full --resume      # ... continued after an interruption (completed cells are kept)
     msdfast toy --dataset spiral --denoiser ideal learned --methods ddim sds msd --steps 150
     msdfast toy train [MODEL ...]    # train the shipped toy MLPs (msdfast.toy.train)
 
@@ -49,6 +50,7 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_path, write_atomic
 from ..content_hash import file_digest
 from ..errors import UserInputError
+from ..runlock import open_run_folder
 from . import report
 from .plots import plot_panels
 from .protocol import (DEFAULT_METHODS, FULL_COLUMNS, FULL_METHODS, LABELS, METHOD_SPECS, ColumnSpec,
@@ -99,6 +101,7 @@ def add_toy_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--full", action="store_true",
                    help="the complete grid of tables 1-3: 8 columns x 11 rows (~15 min on one CPU core)")
     g.add_argument("--resume", action="store_true", help="skip cells already completed in --out with the same config")
+    g.add_argument("--overwrite", action="store_true", help="delete the study already in --out and start again")
     g.add_argument("--no-efficiency", action="store_true", help="skip table 3")
     g.add_argument("--no-landscape", action="store_true", help="skip the landscape figures")
     g.add_argument("--eff-grid", type=int, default=16,
@@ -202,10 +205,13 @@ def run_toy(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     plan = plan_from_args(args)
     t0, c0 = time.perf_counter(), time.process_time()
-    results = run_study(plan)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    (plan.out / "timing.json").write_text(json.dumps({"wall_seconds": wall, "cpu_seconds": cpu,
-                                                      "threads": torch.get_num_threads()}))
+    # one writer per --out; --resume needs completed cells, a new study an empty folder (or --overwrite)
+    with open_run_folder(plan.out, resume=plan.resume, overwrite=bool(getattr(args, "overwrite", False)),
+                         checkpoint="cells"):
+        results = run_study(plan)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        write_atomic(plan.out / "timing.json", json.dumps({"wall_seconds": wall, "cpu_seconds": cpu,
+                                                           "threads": torch.get_num_threads()}).encode())
     print(report.markdown(results, LABELS))
     print(f"wrote {plan.out}/results.md, results.json, points.npz and figures in {wall:.0f} s "
           f"({cpu:.0f} s CPU, {torch.get_num_threads()} threads)")
