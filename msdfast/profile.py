@@ -122,7 +122,7 @@ def _toy_setup(name: str, batch: int, device: str, seed: int) -> tuple[Any, torc
     g = torch.Generator().manual_seed(seed)
     x = (torch.rand(batch, 2, generator=g) * 3.0 - 1.5).to(device)   # the paper's [-1.5, 1.5]^2 domain
     if name.startswith("tree"):
-        from .denoisers.gmm import tree_denoiser
+        from .toy.models import tree_denoiser
         den = tree_denoiser().to(device)
         cond = torch.zeros(batch, dtype=torch.long, device=device)          # class A
         uncond = torch.full((batch,), 2, dtype=torch.long, device=device)   # A+B: CFG's unconditional
@@ -139,7 +139,7 @@ def _sd_setup(args: argparse.Namespace, device: str) -> tuple[Any, torch.Tensor,
     den = load_stable_diffusion(args.model, device=device, dtype=dtype, compile=args.compile)
     backend = args.unet_backend or ("onnx" if args.unet_onnx else "torch")
     if backend != "torch":  # the same model through onnxruntime / a TensorRT engine
-        from .denoisers.onnx import exported_unet
+        from .denoisers.unet_backend import exported_unet
         den = exported_unet(den, backend, onnx_path=args.unet_onnx)
     pe = den.prompt_embeddings(args.prompt, args.negative_prompt)
     g = torch.Generator().manual_seed(args.seed)

@@ -17,7 +17,8 @@ import torch
 
 Tensorish = torch.Tensor | float | int | Sequence[int]
 
-__all__ = ["VPSchedule", "psr_factor", "eps_from_v", "eps_from_x0", "x0_from_eps", "v_from_eps"]
+__all__ = ["VPSchedule", "psr_factor", "eps_from_v", "eps_from_x0", "x0_from_eps", "v_from_eps", "toy_schedule",
+           "TOY_S_MIN", "TOY_S_MAX"]
 
 
 def _betas(config: Mapping[str, Any]) -> torch.Tensor:
@@ -226,3 +227,26 @@ def psr_factor(snr: torch.Tensor | float, k: float, s: float = 1.0) -> torch.Ten
         raise ValueError(f"s: PSR scale must be positive, got {s}")
     snr = torch.as_tensor(snr)
     return (snr * s * s + 1.0) / (snr * s * s / k + 1.0)
+
+
+# ----------------------------------------------------------------- the 2D toy world's schedule
+TOY_S_MIN, TOY_S_MAX = 0.002, 80.0
+
+
+def toy_schedule(num_train_timesteps: int = 1000, s_min: float = TOY_S_MIN, s_max: float = TOY_S_MAX) -> VPSchedule:
+    """The VP schedule of all toy denoisers: VE noise levels log-uniform in [s_min, s_max] = [0.002, 80].
+
+    s_t = exp(log s_min + t / (T - 1) (log s_max - log s_min)), abar_t = 1 / (1 + s_t^2), T = 1000, and
+    t = -1 is clean data (set_alpha_to_one). The range is EDM's (Karras et al. 2022: sigma in [0.002, 80]):
+    s_0 = 0.002 lies below the tree's thinnest component std (0.004) and s_999 = 80 >> the data std 0.5.
+    Why not DDPM's linear betas (1e-4 .. 0.02, s from 0.01 to 157): their grid is coarse exactly where the
+    thin tree needs steps (s = 0.01 -> 0.11 within 31 steps), and 32-step DDIM of class A with the exact
+    denoiser then lands off the branches (NLL +0.42 vs true -1.36 with "leading" spacing, +8.3 "trailing");
+    on this log-uniform grid every DDIM step shrinks s by the same factor (1.39 at 32 steps) and 32-step
+    DDIM gives NLL -1.30, precision 0.97, recall 0.97 (tests/test_toy_samplers.py). SDS-style t ~ U[...]
+    draws are then log-uniform in s, as EDM's training distribution roughly is.
+    """
+    if num_train_timesteps < 2 or not 0 < s_min < s_max:
+        raise ValueError("num_train_timesteps / s_min / s_max: expected T >= 2 and 0 < s_min < s_max")
+    s = torch.exp(torch.linspace(math.log(s_min), math.log(s_max), num_train_timesteps, dtype=torch.float64))
+    return VPSchedule(1.0 / (1.0 + s * s), final_alpha_cumprod=1.0)

@@ -3,7 +3,7 @@
 * `GaussianDenoiser`: data N(mu + offsets[cond], v I) in any shape ([B, 2] points or [B, C, H, W] latents);
   its ideal denoiser is linear, so SDS's expectation has a closed form (`sds_expected`).
 * `small_gmm()`: a 3-component anisotropic 2D mixture (fast, for solver-convergence tests); the tree GMM and
-  its ideal denoiser come from msdfast.toy.datasets / msdfast.denoisers.gmm.
+  its ideal denoiser come from msdfast.denoisers.gmm / msdfast.toy.datasets.
 * `gmm_mean_shift`: the oracle E_q[y] - x = lambda^2 grad log p_lambda(x).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from msdfast.denoisers.base import Cond, Denoiser
 from msdfast.schedule import VPSchedule
-from msdfast.toy.datasets import GMM
+from msdfast.denoisers.gmm import GMM
 
 
 class GaussianDenoiser(Denoiser):

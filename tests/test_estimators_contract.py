@@ -6,7 +6,7 @@ import torch
 
 from estimator_helpers import GaussianDenoiser
 from msdfast.estimators import METHODS, Estimator, build, estimator_class
-from msdfast.toy.datasets import toy_schedule
+from msdfast.schedule import toy_schedule
 
 SHAPES = [(4, 2), (2, 3, 4, 4)]
 OPTS = {"sds": {}, "asd": {}, "sdi": {"inversion_steps": 3}, "vsd": {"phi_steps": 2},

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from estimator_helpers import GaussianDenoiser
-from msdfast.denoisers.gmm import tree_denoiser
 from msdfast.estimators import build
 from msdfast.samplers.ddim import ddim_sample
 from msdfast.samplers.guidance import Guidance
-from msdfast.toy.datasets import toy_schedule
+from msdfast.schedule import toy_schedule
+from msdfast.toy.models import tree_denoiser
 
 
 def gen(seed: int = 0) -> torch.Generator:

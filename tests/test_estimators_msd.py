@@ -7,12 +7,14 @@ import pytest
 import torch
 
 from estimator_helpers import GaussianDenoiser, IsoMixtureDenoiser, gmm_mean_shift, small_gmm
-from msdfast.denoisers.gmm import GMMDenoiser, tree_denoiser
+from msdfast.denoisers.gmm import GMMDenoiser
 from msdfast.estimators import build
 from msdfast.samplers.guidance import Guidance, guided_step
-from msdfast.samplers.product import gmm_product_sample, product_grid, stable_product
-from msdfast.samplers.schedules import BandwidthSchedule
-from msdfast.toy.datasets import toy_schedule, tree_gmm
+from msdfast.estimators.bandwidth import BandwidthSchedule
+from msdfast.samplers.product import product_grid, stable_product
+from msdfast.schedule import toy_schedule
+from msdfast.toy.datasets import tree_gmm
+from msdfast.toy.models import tree_denoiser
 
 X_TREE = torch.tensor([[0.5, 0.2]], dtype=torch.float64)
 ORACLE_TREE = torch.tensor([-0.011183, 0.013226], dtype=torch.float64)   # MATH.md's example value
@@ -207,12 +209,12 @@ def test_bad_options_name_the_argument() -> None:
 def test_samples_exact_sampler_is_chain_major() -> None:
     gmm = small_gmm()
     x = torch.tensor([[0.3, 0.1], [-0.2, 0.4]], dtype=torch.float64)
-    y = gmm_product_sample(gmm, x, 1e-3, 5, gen(10))       # lambda -> 0: y = x for every chain
+    y = gmm.product_sample(x, 1e-3, 5, gen(10))       # lambda -> 0: y = x for every chain
     torch.testing.assert_close(y, x.repeat(5, 1), atol=5e-3, rtol=0)
 
 
 def test_solver_study_smoke() -> None:
-    from msdfast.estimators.solver_study import ROWS, run
+    from msdfast.toy.solver_study import ROWS, run
     rows = run(points=2, chains=4, lambdas=(0.3,))
     assert len(rows) == len(ROWS)
     by = {(r["solver"], tuple(sorted(r["options"].items()))): r for r in rows}
@@ -225,7 +227,6 @@ def test_noised_kernel_decay_telescopes_to_the_kernel_width():
     import math
 
     from msdfast.samplers.product import kernel_decay
-    from msdfast.toy import toy_schedule
 
     sch, lam = toy_schedule(), 0.2
     grid = [999, 700, 400, 150, 20, -1]
@@ -240,7 +241,6 @@ def test_noised_kernel_decay_telescopes_to_the_kernel_width():
 def test_noised_stable_solver_tracks_the_mean_shift_where_the_paper_unit_collapses():
     """Tree class A, lambda = 0.3: the paper's tau unit pins chains to the inversion path (|g| ~ 0), the noised
     kernel with centres alpha_t x recovers most of the exact mean shift (Tweedie) -- a biased splitting."""
-    from msdfast.denoisers.gmm import tree_denoiser
     from msdfast.estimators import build
 
     torch.manual_seed(0)

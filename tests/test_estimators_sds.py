@@ -11,7 +11,7 @@ from msdfast.estimators import build
 from msdfast.estimators.common import weighting
 from msdfast.samplers.ddim import ddim_invert
 from msdfast.samplers.guidance import Guidance
-from msdfast.toy.datasets import toy_schedule
+from msdfast.schedule import toy_schedule
 
 
 def gen(seed: int = 0) -> torch.Generator:

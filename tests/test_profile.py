@@ -135,7 +135,6 @@ def test_cli_with_tiny_sd(tmp_path: Path, capsys: pytest.CaptureFixture, den, ro
 
 
 def test_cli_with_toy_tree(tmp_path: Path, den) -> None:  # noqa: ANN001
-    pytest.importorskip("msdfast.denoisers.gmm")
     _build("msd", den)
     out = tmp_path / "p.json"
     rc = run_profile(_args(["--method", "msd", "--toy", "tree", "--n-grads", "1", "--warmup", "0", "--batch", "4",

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from msdfast.denoisers.sd import PromptEmbeddings, load_stable_diffusion, view_direction
+from msdfast.denoisers.sd import load_stable_diffusion
+from msdfast.prompts import PromptEmbeddings, view_direction
 from msdfast.testing.tiny_sd import TINY_LATENT_SIZE, TINY_RENDER_SIZE, tiny_sd_path
 
 

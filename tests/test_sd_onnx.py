@@ -9,7 +9,8 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from msdfast.denoisers.onnx import OnnxDenoiser, export_unet_onnx  # noqa: E402
+from msdfast.denoisers.exported import export_unet_onnx  # noqa: E402
+from msdfast.denoisers.onnx import OnnxDenoiser  # noqa: E402
 from msdfast.testing.tiny_sd import tiny_sd_path  # noqa: E402
 
 

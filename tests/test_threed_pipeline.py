@@ -10,8 +10,8 @@ import pytest
 import torch
 from test_image_pipeline import StandInSDS, standin_factory  # the pipeline tests' stand-in estimator
 
-from msdfast.denoisers.sd import view_direction
 from msdfast.pipelines.threed import ThreeDConfig, distill_3d
+from msdfast.prompts import view_direction
 from msdfast.testing.tiny_sd import tiny_sd_path
 
 SMALL_GRID = {"n_levels": 4, "log2_hashmap_size": 12, "base_resolution": 4, "per_level_scale": 1.5}

@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
-from msdfast.toy.datasets import (GMM, TOY_S_MAX, TOY_S_MIN, load_dataset, pinwheel_points, spiral_points,
-                                  toy_schedule, tree_gmm)
+from msdfast.denoisers.gmm import GMM
+from msdfast.schedule import TOY_S_MAX, TOY_S_MIN, toy_schedule
+from msdfast.toy.datasets import load_dataset, pinwheel_points, spiral_points, tree_gmm
 
 
 def _moments(g: GMM) -> tuple[torch.Tensor, torch.Tensor]:

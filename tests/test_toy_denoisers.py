@@ -3,8 +3,10 @@ import pytest
 import torch
 
 from msdfast.denoisers.empirical import EmpiricalDenoiser
-from msdfast.denoisers.gmm import GMMDenoiser, tree_denoiser
-from msdfast.toy.datasets import GMM, load_dataset, toy_schedule, tree_gmm
+from msdfast.denoisers.gmm import GMM, GMMDenoiser
+from msdfast.schedule import toy_schedule
+from msdfast.toy.datasets import load_dataset, tree_gmm
+from msdfast.toy.models import tree_denoiser
 
 
 def test_gmm_denoiser_is_tweedie():
@@ -111,7 +113,7 @@ def test_empirical_denoiser_converges_to_gmm_denoiser():
 
 
 def test_toy_world_helpers():
-    from msdfast.toy import ideal_denoiser
+    from msdfast.toy.models import ideal_denoiser
     tree = ideal_denoiser("tree")
     assert isinstance(tree, GMMDenoiser) and len(tree.gmms) == 3
     spiral = ideal_denoiser("spiral")

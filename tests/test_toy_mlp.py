@@ -6,11 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from msdfast.denoisers.mlp import TOY_MODELS, WEIGHTS_DIR, MLPDenoiser, ToyMLP, load_toy_mlp, save_toy_mlp
+from msdfast.denoisers.mlp import MLPDenoiser, ToyMLP, save_toy_mlp
 from msdfast.samplers.ddim import ddim_sample
 from msdfast.samplers.guidance import Guidance
 from msdfast.toy.datasets import tree_gmm
 from msdfast.toy.metrics import precision_recall
+from msdfast.toy.models import TOY_MODELS, WEIGHTS_DIR, load_toy_mlp
 from msdfast.toy.train import RECIPES, add_train_arguments, ema_beta, run_train, train_toy_mlp
 
 

@@ -8,12 +8,14 @@ import math
 import pytest
 import torch
 
-from msdfast.denoisers.gmm import GMMDenoiser, tree_denoiser
+from msdfast.denoisers.gmm import GMM, GMMDenoiser
 from msdfast.samplers.ddim import ddim_invert, ddim_sample
 from msdfast.samplers.edm import edm_sample, edm_sigmas
 from msdfast.samplers.guidance import Guidance
-from msdfast.toy.datasets import GMM, TREE_CLASS_IDS, toy_schedule, tree_gmm
+from msdfast.schedule import toy_schedule
+from msdfast.toy.datasets import TREE_CLASS_IDS, tree_gmm
 from msdfast.toy.metrics import gmm_nll, precision_recall
+from msdfast.toy.models import tree_denoiser
 
 V = 0.04  # per-axis variance of the test Gaussians (std 0.2)
 

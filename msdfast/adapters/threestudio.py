@@ -160,7 +160,7 @@ class MSDFastGuidance(torch.nn.Module):
 
     def state_dict_extra(self) -> dict[str, Any]:
         """Estimator state (bandwidth schedule, DSD seed, VSD model) for the system's checkpoint."""
-        from ..pipelines.common import estimator_state
+        from ..estimators.base import estimator_state
         return estimator_state(self.estimator)
 
     # ------------------------------------------------------------------ the call

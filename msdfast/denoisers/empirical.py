@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 
 from .. import ops
-from ..schedule import VPSchedule
-from ..toy.datasets import toy_schedule
+from ..schedule import VPSchedule, toy_schedule
 from .base import Cond, Denoiser
 
 __all__ = ["EmpiricalDenoiser"]

@@ -18,21 +18,10 @@ from pathlib import Path
 
 import torch
 
-from ..schedule import VPSchedule
-from ..toy.datasets import toy_schedule
+from ..schedule import VPSchedule, toy_schedule
 from .base import Cond, Denoiser
 
-__all__ = ["ToyMLP", "MLPDenoiser", "load_toy_mlp", "save_toy_mlp", "TOY_MODELS", "WEIGHTS_DIR"]
-
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "toy" / "weights"
-# Shipped models: name -> what it is (the training recipes live in msdfast.toy.train.RECIPES).
-TOY_MODELS = {
-    "tree_A": "tree class A, 64 wide, 4096 iterations (the conditional model)",
-    "tree_AB": "tree classes A+B, 32 wide, 512 iterations (CFG's unconditional model, as the public code)",
-    "tree_A_guide": "tree class A, 32 wide, 512 iterations (autoguidance's guiding model)",
-    "spiral": "spiral, 64 wide, 4096 iterations",
-    "pinwheel": "pinwheel, 64 wide, 4096 iterations",
-}
+__all__ = ["ToyMLP", "MLPDenoiser", "load_mlp_denoiser", "save_toy_mlp"]
 
 
 def _normalize(w: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -126,29 +115,22 @@ def save_toy_mlp(net: ToyMLP, path: str | Path, metadata: dict | None = None) ->
     save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(path), metadata=meta)
 
 
-def _load_net(path: Path) -> tuple[ToyMLP, dict]:
+def load_mlp_denoiser(path: str | Path, schedule: VPSchedule | None = None) -> MLPDenoiser:
+    """An MLPDenoiser from a .safetensors file written by `save_toy_mlp` (safetensors only: no pickle).
+
+    The ToyMLP config comes from the file's metadata; the other metadata entries end up in `.metadata`.
+    """
     from safetensors import safe_open
     from safetensors.torch import load_file
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no weights at {path}")
     with safe_open(str(path), framework="pt") as f:
         meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
     if "config" not in meta:
         raise ValueError(f"path: {path} holds no ToyMLP config in its safetensors metadata")
     net = ToyMLP(**meta.pop("config"))
     net.load_state_dict(load_file(str(path)))
-    return net, meta
-
-
-def load_toy_mlp(name: str, schedule: VPSchedule | None = None,
-                 weights_dir: str | Path | None = None) -> MLPDenoiser:
-    """Load a shipped toy model (safetensors only): one of TOY_MODELS, or a path to a .safetensors file."""
-    path = Path(name)
-    if path.suffix != ".safetensors":
-        if name not in TOY_MODELS:
-            raise ValueError(f"name: expected one of {sorted(TOY_MODELS)} or a .safetensors path, got {name!r}")
-        path = Path(weights_dir or WEIGHTS_DIR) / f"{name}.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"name: no weights at {path}; train them with `msdfast toy train {path.stem}`")
-    net, meta = _load_net(path)
     den = MLPDenoiser(net, schedule, name=path.stem)
     den.metadata = meta
     return den

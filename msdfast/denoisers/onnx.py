@@ -1,12 +1,6 @@
-"""Stable Diffusion's UNet through ONNX: export and an onnxruntime denoiser.
-
-* `export_unet_onnx`: the UNet as an ONNX graph with the IO names of diffusers' TensorRT community pipeline
-  (inputs `sample`, `timestep`, `encoder_hidden_states`; output `latent`) and a dynamic batch axis, so ONE
-  session serves CFG pairs, MSD chains and views of any batch (../shared/REFERENCE.md sec. 5).
-* `OnnxDenoiser`: the Denoiser protocol on an onnxruntime InferenceSession (CPU or CUDA execution provider);
-  text encoding and the VAE stay with the torch `StableDiffusionDenoiser` it wraps (`host`).
-* `ExportedUNetDenoiser`: what the ONNX Runtime and TensorRT denoisers share (host delegation, eps conversion).
-  The TensorRT engine (build, cache, run) is msdfast.denoisers.tensorrt.
+"""Stable Diffusion's UNet under ONNX Runtime: `OnnxDenoiser`, the Denoiser protocol on an InferenceSession
+(CPU or CUDA execution provider) of the graph exported by msdfast.denoisers.exported; text encoding and the VAE
+stay with the torch `StableDiffusionDenoiser` it wraps (`host`).
 """
 from __future__ import annotations
 
@@ -16,81 +10,9 @@ from typing import Any
 
 import torch
 
-from .base import Cond, Denoiser
+from .exported import INPUT_NAMES, OUTPUT_NAMES, ExportedUNetDenoiser
 
-__all__ = ["export_unet_onnx", "ExportedUNetDenoiser", "OnnxDenoiser", "exported_unet", "cached_export",
-           "UNET_BACKENDS",
-           "INPUT_NAMES", "OUTPUT_NAMES"]
-
-INPUT_NAMES = ("sample", "timestep", "encoder_hidden_states")
-OUTPUT_NAMES = ("latent",)
-
-
-class _UNetWrapper(torch.nn.Module):
-    def __init__(self, unet: torch.nn.Module) -> None:
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
-
-
-def export_unet_onnx(host: Any, path: str | os.PathLike, *, batch: int = 2, opset: int = 18) -> Path:
-    """Export host.unet (a StableDiffusionDenoiser's) to `path` with a dynamic batch axis; returns the path.
-
-    Uses the TorchScript exporter (dynamo=False): one self-contained file, no onnxscript needed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    unet = host.unet
-    dev, dt = host.device, host.dtype
-    n, c = host.latent_size, host.latent_channels
-    d = int(unet.config.cross_attention_dim)
-    L = int(host.tokenizer.model_max_length)
-    args = (torch.randn(batch, c, n, n, device=dev, dtype=dt), torch.full((batch,), 500, dtype=torch.long, device=dev),
-            torch.randn(batch, L, d, device=dev, dtype=dt))
-    dyn = {"sample": {0: "B"}, "timestep": {0: "B"}, "encoder_hidden_states": {0: "B"}, "latent": {0: "B"}}
-    import warnings
-
-    with torch.no_grad(), warnings.catch_warnings():
-        # diffusers' shape asserts/branches trace as constants (batch < 64 etc.): harmless, silence them
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(_UNetWrapper(unet).eval(), args, str(path), input_names=list(INPUT_NAMES),
-                          output_names=list(OUTPUT_NAMES), dynamic_axes=dyn, opset_version=opset, dynamo=False)
-    return path
-
-
-class ExportedUNetDenoiser(Denoiser):
-    """Base of the denoisers that run an exported UNet graph (ONNX Runtime, TensorRT).
-
-    host: the torch StableDiffusionDenoiser whose schedule, text encoder and VAE are used (prompt_embeddings,
-    encode_images and decode_latents are delegated), so the pipelines run unchanged on these denoisers.
-    Subclasses implement `_run(sample, timestep, encoder_hidden_states) -> the model's native prediction`.
-    """
-
-    _DELEGATED = ("prompt_embeddings", "encode_prompts", "encode_images", "decode_latents", "latent_size",
-                  "latent_channels", "encode_resolution", "dtype", "device")
-
-    def __init__(self, host: Any) -> None:
-        super().__init__(host.schedule)
-        self.host = [host]  # a list: keep the host out of this Module's children (no double registration)
-
-    def _run(self, sample: torch.Tensor, timestep: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _eps(self, z: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
-        if cond is None:
-            raise ValueError(f"cond: the exported UNet ({type(self).__name__}) needs text embeddings [B, 77, D]")
-        if cond.shape[0] != z.shape[0]:
-            cond = cond.expand(z.shape[0], *cond.shape[1:])
-        out = self._run(z.detach(), t.detach(), cond.detach()).to(device=z.device, dtype=torch.float32)
-        return self.schedule.to_eps(out, z.float(), t).to(z.dtype)
-
-    # delegated to the torch host (text encoder and VAE are not part of the exported graph)
-    def __getattr__(self, name: str) -> Any:
-        if name in ExportedUNetDenoiser._DELEGATED:
-            return getattr(self.__dict__["host"][0], name)
-        return super().__getattr__(name)
+__all__ = ["OnnxDenoiser"]
 
 
 class OnnxDenoiser(ExportedUNetDenoiser):
@@ -114,37 +36,3 @@ class OnnxDenoiser(ExportedUNetDenoiser):
         feed = {"sample": sample.cpu().numpy().astype(self._np_dtype), "timestep": timestep.cpu().long().numpy(),
                 "encoder_hidden_states": hidden.cpu().numpy().astype(self._np_dtype)}
         return torch.from_numpy(self.session.run(list(OUTPUT_NAMES), feed)[0])
-
-
-UNET_BACKENDS = ("torch", "onnx", "tensorrt")
-
-
-def exported_unet(host: Any, backend: str, *, onnx_path: str | os.PathLike | None = None,
-                  max_batch: int = 16) -> Any:
-    """host (a StableDiffusionDenoiser) with its UNet run by `backend`: "torch" (host itself), "onnx"
-    (onnxruntime; exported to onnx_path, default the msdfast cache, when missing) or "tensorrt" (an engine
-    built from that export and cached, batch up to max_batch: msdfast.denoisers.tensorrt)."""
-    if backend not in UNET_BACKENDS:
-        raise ValueError(f"unet_backend: expected one of {UNET_BACKENDS}, got {backend!r}")
-    if backend == "torch":
-        return host
-    if backend == "tensorrt":
-        from .tensorrt import TensorRTDenoiser
-        return TensorRTDenoiser(host, onnx_path=onnx_path, max_batch=max_batch)
-    return OnnxDenoiser(cached_export(host, onnx_path), host)
-
-
-def cached_export(host: Any, onnx_path: str | os.PathLike | None = None, *,
-                  cache_dir: str | os.PathLike | None = None, batch: int = 2) -> Path:
-    """The ONNX export of host's UNet: onnx_path, exported there if missing; by default
-    <cache_dir (the msdfast cache's onnx/)>/unet-<hash of the model id>.onnx (the id holds the folder and its stamp)."""
-    if onnx_path is None:
-        import hashlib
-
-        from .sd import default_cache_dir
-        key = hashlib.sha256(str(getattr(host, "model_id", "unet")).encode()).hexdigest()[:16]
-        onnx_path = Path(cache_dir if cache_dir is not None else default_cache_dir() / "onnx") / f"unet-{key}.onnx"
-    onnx_path = Path(onnx_path)
-    if not onnx_path.exists():
-        export_unet_onnx(host, onnx_path, batch=batch)
-    return onnx_path

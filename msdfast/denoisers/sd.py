@@ -21,11 +21,12 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..cache_dir import default_cache_dir
+from ..prompts import VIEW_SUFFIXES, PromptEmbeddings
 from ..schedule import VPSchedule
 from .base import Cond, Denoiser
 
-__all__ = ["StableDiffusionDenoiser", "PromptEmbeddings", "load_stable_diffusion", "default_cache_dir",
-           "view_direction"]
+__all__ = ["StableDiffusionDenoiser", "load_stable_diffusion"]
 
 _REQUIRED = {
     "unet": ("config.json",),
@@ -36,11 +37,6 @@ _REQUIRED = {
 }
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
            "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-
-
-def default_cache_dir() -> Path:
-    """$MSDFAST_CACHE, else ~/.cache/msdfast."""
-    return Path(os.environ.get("MSDFAST_CACHE", Path.home() / ".cache" / "msdfast"))
 
 
 def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -68,47 +64,6 @@ def _check_folder(root: Path) -> None:
     if missing:
         raise FileNotFoundError(f"model: {str(root)!r} is not a complete diffusers Stable Diffusion folder; "
                                 f"missing: {', '.join(missing)}")
-
-
-def view_direction(elevation: torch.Tensor, azimuth: torch.Tensor, *, front_threshold: float = 45.0,
-                   back_threshold: float = 45.0, overhead_threshold: float = 60.0) -> torch.Tensor:
-    """threestudio's view-dependent prompting: 0 side, 1 front, 2 back, 3 overhead (later rules win).
-
-    Angles in degrees; azimuth is wrapped to [-180, 180).
-    """
-    azimuth = (azimuth + 180.0) % 360.0 - 180.0
-    idx = torch.zeros_like(azimuth, dtype=torch.long)
-    idx[(azimuth > -front_threshold) & (azimuth < front_threshold)] = 1
-    idx[(azimuth > 180.0 - back_threshold) | (azimuth < -180.0 + back_threshold)] = 2
-    idx[elevation > overhead_threshold] = 3
-    return idx
-
-
-VIEW_SUFFIXES = ("side view", "front view", "back view", "overhead view")
-
-
-class PromptEmbeddings:
-    """Text embeddings of one prompt (+ negative, + view-dependent variants).
-
-    `get_text_embeddings` has threestudio's PromptProcessorOutput signature and returns cat([cond, uncond])
-    of shape [2B, L, D] -- cond FIRST, as threestudio orders them.
-    """
-
-    def __init__(self, cond: torch.Tensor, uncond: torch.Tensor, cond_views: torch.Tensor | None = None,
-                 uncond_views: torch.Tensor | None = None) -> None:
-        self.cond, self.uncond = cond, uncond              # [1, L, D]
-        self.cond_views, self.uncond_views = cond_views, uncond_views   # [4, L, D] (side, front, back, overhead)
-
-    def get_text_embeddings(self, elevation: torch.Tensor, azimuth: torch.Tensor,
-                            camera_distances: torch.Tensor | None = None,
-                            view_dependent_prompting: bool = True) -> torch.Tensor:
-        b = elevation.shape[0]
-        if view_dependent_prompting and self.cond_views is not None:
-            idx = view_direction(elevation.cpu().float(), azimuth.cpu().float()).to(self.cond_views.device)
-            cond, uncond = self.cond_views[idx], self.uncond_views[idx]
-        else:
-            cond, uncond = self.cond.expand(b, -1, -1), self.uncond.expand(b, -1, -1)
-        return torch.cat([cond, uncond], dim=0)
 
 
 class StableDiffusionDenoiser(Denoiser):

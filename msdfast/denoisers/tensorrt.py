@@ -1,6 +1,6 @@
 """Stable Diffusion's UNet as a TensorRT engine: build it from the ONNX export, cache it, run it (TensorRT >= 10).
 
-    export_unet_onnx (msdfast.denoisers.onnx)  ->  build_trt_engine  ->  <cache>/trt/unet-<key>.plan
+    export_unet_onnx (msdfast.denoisers.exported)  ->  build_trt_engine  ->  <cache>/trt/unet-<key>.plan
     ->  TensorRTDenoiser (the Denoiser protocol; text encoder and VAE stay with the torch host)
 
 * The engine is cached under a key of everything it depends on: the ONNX bytes, the TensorRT version, the GPU,
@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from .onnx import INPUT_NAMES, OUTPUT_NAMES, ExportedUNetDenoiser, cached_export
+from ..cache_dir import default_cache_dir
+from .exported import INPUT_NAMES, OUTPUT_NAMES, ExportedUNetDenoiser, cached_export
 
 __all__ = ["build_trt_engine", "engine_cache_path", "TensorRTDenoiser"]
 
@@ -136,8 +137,6 @@ class TensorRTDenoiser(ExportedUNetDenoiser):
     def _cached_engine(self, host: Any, trt: Any, onnx_path: str | os.PathLike | None,
                        cache_dir: str | os.PathLike | None, min_batch: int, opt_batch: int, max_batch: int,
                        fp16: bool) -> Path:
-        from .sd import default_cache_dir
-
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "trt"
         if onnx_path is None:   # export next to the engines (or in the msdfast cache)
             onnx_path = cached_export(host, cache_dir=cache_dir, batch=opt_batch)

@@ -63,3 +63,18 @@ class Estimator:
         with torch.no_grad():
             g, info = self._estimate(x.detach(), cond, uncond, generator)
         return GradientEstimate(g, loss_trick(x, g), self.denoiser.stats.nfe - nfe0, info)
+
+
+# ------------------------------------------------------------------ checkpointing
+def estimator_state(est: Any) -> dict[str, Any]:
+    """The estimator's resumable state: its state_dict() (msdfast estimators), else its attributes."""
+    if hasattr(est, "state_dict"):
+        return {"kind": "state_dict", "state": est.state_dict()}
+    return {"kind": "vars", "state": {k: v for k, v in vars(est).items() if not isinstance(v, Denoiser)}}
+
+
+def load_estimator_state(est: Any, blob: dict[str, Any]) -> None:
+    if blob["kind"] == "state_dict":
+        est.load_state_dict(blob["state"])
+    else:
+        vars(est).update(blob["state"])

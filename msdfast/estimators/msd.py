@@ -9,7 +9,7 @@ import torch
 from .. import ops
 from ..denoisers.base import Cond, Denoiser
 from ..samplers.product import KERNEL_TIMES, NAIVE_FORMS, SOLVERS, product_sample
-from ..samplers.schedules import BandwidthSchedule
+from .bandwidth import BandwidthSchedule
 from .common import GuidedEstimator
 
 

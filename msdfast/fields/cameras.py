@@ -16,7 +16,7 @@ Pixel (i, j) of an H x W image with vertical field of view fovy has the camera-s
 rotated to world space and normalised; every ray starts at p. Azimuth 0 looks at the object's front (+x side),
 so the view-dependent prompt suffix (DreamFusion sec. 3: "front view" / "side view" / "back view", "overhead
 view" above `overhead_threshold` degrees of elevation) follows from the azimuth bucket; the buckets are
-`msdfast.denoisers.sd.view_direction`'s (one definition shared with the SD prompt embeddings).
+`msdfast.prompts.view_direction`'s (one definition shared with the SD prompt embeddings).
 
 All randomness comes from the caller's torch.Generator (reproducible, checkpointable).
 """
@@ -27,7 +27,7 @@ from typing import Sequence
 
 import torch
 
-from ..denoisers.sd import VIEW_SUFFIXES, view_direction
+from ..prompts import VIEW_SUFFIXES, view_direction
 
 __all__ = ["CameraRanges", "Cameras", "sample_cameras", "fixed_cameras", "look_at", "camera_positions",
            "ray_bundle", "view_index", "view_suffixes", "VIEW_SUFFIXES"]

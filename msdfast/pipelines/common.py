@@ -27,9 +27,10 @@ import torch
 from ..atomic import atomic_path, write_atomic
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..errors import UserInputError
+from ..estimators.base import estimator_state, load_estimator_state
 
 __all__ = ["DistillConfig", "COMMON_RESUME_KEYS", "run_distillation", "load_denoiser", "default_device",
-           "estimator_state", "load_estimator_state", "save_png", "progress_strip", "add_common_arguments",
+           "save_png", "progress_strip", "add_common_arguments",
            "common_config_kwargs", "parse_option"]
 
 # Keys that must match for --resume to continue a run (the rest, e.g. progress, may change).
@@ -71,7 +72,7 @@ class DistillConfig:
             raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay}")
         if self.ckpt_every < 0 or self.snapshot_every < 0:
             raise ValueError("ckpt_every/snapshot_every: must be >= 0 (0 = off)")
-        from ..denoisers.onnx import UNET_BACKENDS
+        from ..denoisers.unet_backend import UNET_BACKENDS
         if self.unet_backend not in UNET_BACKENDS:
             raise ValueError(f"unet_backend: expected one of {UNET_BACKENDS}, got {self.unet_backend!r}")
 
@@ -82,22 +83,6 @@ class DistillConfig:
         if self.psr_s is not None:
             opts["psr_s"] = self.psr_s
         return opts
-
-
-# ---------------------------------------------------------------------- estimator state (checkpointing)
-def estimator_state(est: Any) -> dict[str, Any]:
-    """The estimator's resumable state: its state_dict() (msdfast estimators), else its attributes."""
-    if hasattr(est, "state_dict"):
-        return {"kind": "state_dict", "state": est.state_dict()}
-    from ..denoisers.base import Denoiser
-    return {"kind": "vars", "state": {k: v for k, v in vars(est).items() if not isinstance(v, Denoiser)}}
-
-
-def load_estimator_state(est: Any, blob: dict[str, Any]) -> None:
-    if blob["kind"] == "state_dict":
-        est.load_state_dict(blob["state"])
-    else:
-        vars(est).update(blob["state"])
 
 
 def _rng_states(gen: torch.Generator) -> dict[str, Any]:
@@ -169,8 +154,7 @@ def load_denoiser(cfg: DistillConfig, device: str) -> Any:
     """The Stable Diffusion denoiser of cfg.model (a local diffusers folder; fp16 on CUDA unless cfg.dtype), its UNet
     run by cfg.unet_backend."""
     from ..denoisers.sd import load_stable_diffusion
-
-    from ..denoisers.onnx import exported_unet
+    from ..denoisers.unet_backend import exported_unet
 
     dtype = cfg.dtype or ("float16" if device == "cuda" else "float32")
     host = load_stable_diffusion(cfg.model, device=device, dtype=dtype, compile=cfg.compile)

@@ -22,7 +22,7 @@ Solvers (all on the one fused step `guided_step` = predict + `ops.ddim_step`):
             observation x = y + lambda n; start at z = alpha_{t_lambda} x with s_{t_lambda} = lambda and run
             DDPM (eta = 1) down to clean data.
   tweedie   its expectation in 1 NFE: E[y] = D(alpha_{t_lambda} x, t_lambda) (zero variance).
-  exact     direct sampling from the closed-form posterior of a Gaussian mixture (`gmm_product_sample`):
+  exact     direct sampling from the closed-form posterior of a Gaussian mixture (`GMM.product_sample`):
             the oracle, for GMM denoisers (msdfast.denoisers.gmm.GMMDenoiser) without guidance, 0 NFE.
 """
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any, Callable
 import torch
 
 from .. import ops
+from ..denoisers.gmm import GMMDenoiser
 from .ddim import ddim_invert
 from .guidance import Guidance, guided_step
 
@@ -243,51 +244,16 @@ def tweedie_product(guidance: Guidance, x: torch.Tensor, lam: float, **_: Any) -
     return y.to(x.dtype), {"t_lambda": t_lam, "lambda_eff": lam_eff}
 
 
-def gmm_product_sample(gmm: Any, x: torch.Tensor, lam: float, n: int = 1,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
-    """n exact samples per point of q(y | x) ~ p(y) N(x; y, lam^2 I) for a 2D GMM, chain-major [n*B, 2].
-
-    MATH.md sec. 2: r_k ~ phi_k N(x; mu_k, S_k + lam^2 I); y | k ~ N(m_k, C_k), C_k = (S_k^-1 + lam^-2 I)^-1,
-    m_k = C_k (S_k^-1 mu_k + lam^-2 x). gmm: msdfast.toy.datasets.GMM. Computed in float64 on x's device.
-    """
-    _check(x, lam, n, 1)
-    if x.ndim != 2 or x.shape[1] != 2:
-        raise ValueError(f"x: expected [B, 2] points, got {tuple(x.shape)}")
-    dev, dt = x.device, torch.float64
-    x64 = x.to(dt)
-    w, mu, S = gmm.weights.to(dev, dt), gmm.means.to(dev, dt), gmm.covs.to(dev, dt)
-    eye = torch.eye(2, dtype=dt, device=dev)
-    C = S + lam * lam * eye                                                       # [K, 2, 2]
-    diff = x64[:, None, :] - mu[None]                                             # [B, K, 2]
-    maha = torch.einsum("bki,kij,bkj->bk", diff, torch.linalg.inv(C), diff)
-    logits = w.log()[None] - 0.5 * maha - 0.5 * torch.logdet(C)[None]             # log r_k + const
-    # [B, n] component draws, then chain-major [n*B]
-    k = torch.multinomial(torch.softmax(logits, 1), n, replacement=True, generator=generator).t().reshape(-1)
-    Sinv = torch.linalg.inv(S)
-    Ck = torch.linalg.inv(Sinv + eye / lam**2)                                    # [K, 2, 2]
-    xr = x64.repeat(n, 1)
-    mk = torch.einsum("nij,nj->ni", Ck[k], torch.einsum("nij,nj->ni", Sinv[k], mu[k]) + xr / lam**2)
-    e = torch.randn(xr.shape, dtype=dt, device=dev, generator=generator)
-    return (mk + torch.einsum("nij,nj->ni", torch.linalg.cholesky(Ck)[k], e)).to(x.dtype)
-
-
 def exact_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: int = 1,
                   generator: torch.Generator | None = None, **_: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The oracle product sampler for a GMM denoiser (`gmms` attribute; class ids as cond), 0 NFE."""
+    """The oracle product sampler for a GMM denoiser (`GMMDenoiser.product_sample`; class ids as cond), 0 NFE."""
     den = guidance.denoiser
-    gmms = getattr(den, "gmms", None)
-    if gmms is None:
+    if not isinstance(den, GMMDenoiser):
         raise ValueError("solver: 'exact' needs a Gaussian-mixture denoiser (msdfast.denoisers.gmm.GMMDenoiser)")
     if guidance.scale != 1.0 or guidance.psr_k != 1.0:
         raise ValueError("solver: 'exact' samples the unguided mixture; set guidance_scale = 1 and psr_k = 1")
-    ids = den._class_ids(guidance.cond, x.shape[0], x.device) if hasattr(den, "_class_ids") else None
-    if ids is None:
-        return gmm_product_sample(gmms[0], x, lam, chains, generator), {"lambda_eff": lam}
-    y = torch.empty((chains,) + tuple(x.shape), dtype=x.dtype, device=x.device)
-    for c in ids.unique().tolist():
-        m = ids == c
-        y[:, m] = gmm_product_sample(gmms[c], x[m], lam, chains, generator).reshape(chains, -1, 2)
-    return y.reshape(-1, 2), {"lambda_eff": lam}
+    _check(x, lam, chains, 1)
+    return den.product_sample(x, lam, guidance.cond, chains, generator), {"lambda_eff": lam}
 
 
 _SOLVER_FNS = {"stable": stable_product, "naive": naive_product, "posterior": posterior_product,

@@ -9,7 +9,8 @@ Conventions and constants: ../../shared/MATH.md section 3.
 * `spiral_points` / `pinwheel_points` -- the FFJORD generators (Grathwohl et al. 2019, public code),
   scaled by 1.5/4 so FFJORD's [-4, 4]^2 plotting box maps onto the paper's [-1.5, 1.5]^2 grid.
 * `load_dataset(name)` -- seeded training (1e4 points) and held-out sets, plus the GMM for the tree.
-* `toy_schedule()` -- the VP schedule every toy denoiser and sampler uses (see its docstring).
+The mixture itself (`GMM`) lives with its exact denoiser in msdfast.denoisers.gmm; the toy VP schedule
+(`toy_schedule`) in msdfast.schedule.
 """
 from __future__ import annotations
 
@@ -20,11 +21,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .. import ops
-from ..schedule import VPSchedule
+from ..denoisers.gmm import GMM
 
-__all__ = ["GMM", "tree_gmm", "spiral_points", "pinwheel_points", "load_dataset", "ToyDataset",
-           "toy_schedule", "TOY_SCHEDULE", "TOY_S_MIN", "TOY_S_MAX",
+__all__ = ["tree_gmm", "spiral_points", "pinwheel_points", "load_dataset", "ToyDataset",
            "TREE_CLASSES", "TREE_CLASS_IDS", "DATASETS", "FFJORD_SCALE"]
 
 # Class ids used as conditions by the tree denoisers: A, B, and A+B (the "unconditional" class for CFG).
@@ -33,107 +32,6 @@ TREE_CLASS_IDS = {name: i for i, name in enumerate(TREE_CLASSES)}
 DATASETS = ("tree", "tree_A", "tree_B", "tree_AB", "spiral", "pinwheel")
 # FFJORD draws on [-4, 4]^2; the MSD paper's grid is [-1.5, 1.5]^2.
 FFJORD_SCALE = 1.5 / 4.0
-TOY_S_MIN, TOY_S_MAX = 0.002, 80.0
-_CHUNK = 2048  # queries per gmm_score call: [chunk, K] float64 temporaries stay ~20 MB for K = 1016
-
-
-def toy_schedule(num_train_timesteps: int = 1000, s_min: float = TOY_S_MIN, s_max: float = TOY_S_MAX) -> VPSchedule:
-    """The VP schedule of all toy denoisers: VE noise levels log-uniform in [s_min, s_max] = [0.002, 80].
-
-    s_t = exp(log s_min + t / (T - 1) (log s_max - log s_min)), abar_t = 1 / (1 + s_t^2), T = 1000, and
-    t = -1 is clean data (set_alpha_to_one). The range is EDM's (Karras et al. 2022: sigma in [0.002, 80]):
-    s_0 = 0.002 lies below the tree's thinnest component std (0.004) and s_999 = 80 >> the data std 0.5.
-    Why not DDPM's linear betas (1e-4 .. 0.02, s from 0.01 to 157): their grid is coarse exactly where the
-    thin tree needs steps (s = 0.01 -> 0.11 within 31 steps), and 32-step DDIM of class A with the exact
-    denoiser then lands off the branches (NLL +0.42 vs true -1.36 with "leading" spacing, +8.3 "trailing");
-    on this log-uniform grid every DDIM step shrinks s by the same factor (1.39 at 32 steps) and 32-step
-    DDIM gives NLL -1.30, precision 0.97, recall 0.97 (tests/test_toy_samplers.py). SDS-style t ~ U[...]
-    draws are then log-uniform in s, as EDM's training distribution roughly is.
-    """
-    if num_train_timesteps < 2 or not 0 < s_min < s_max:
-        raise ValueError("num_train_timesteps / s_min / s_max: expected T >= 2 and 0 < s_min < s_max")
-    s = torch.exp(torch.linspace(math.log(s_min), math.log(s_max), num_train_timesteps, dtype=torch.float64))
-    return VPSchedule(1.0 / (1.0 + s * s), final_alpha_cumprod=1.0)
-
-
-TOY_SCHEDULE = toy_schedule()
-
-
-# ----------------------------------------------------------------------------------------- GMM
-@dataclass
-class GMM:
-    """A 2D Gaussian mixture: weights [K] (normalised), means [K, 2], covs [K, 2, 2], all float64 on the CPU."""
-
-    weights: torch.Tensor
-    means: torch.Tensor
-    covs: torch.Tensor
-
-    def __post_init__(self) -> None:
-        self.weights = torch.as_tensor(self.weights, dtype=torch.float64)
-        self.means = torch.as_tensor(self.means, dtype=torch.float64)
-        self.covs = torch.as_tensor(self.covs, dtype=torch.float64)
-        K = self.weights.shape[0] if self.weights.ndim == 1 else 0
-        if K == 0 or torch.any(~(self.weights > 0)):
-            raise ValueError("weights: expected a non-empty [K] tensor of positive values")
-        if self.means.shape != (K, 2):
-            raise ValueError(f"means: expected shape [{K}, 2], got {tuple(self.means.shape)}")
-        if self.covs.shape != (K, 2, 2):
-            raise ValueError(f"covs: expected shape [{K}, 2, 2], got {tuple(self.covs.shape)}")
-        self.weights = self.weights / self.weights.sum()
-        self._chol = torch.linalg.cholesky(self.covs)  # raises if a covariance is not positive definite
-        self._device_copies: dict[str, tuple[torch.Tensor, ...]] = {}
-
-    def _params_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(weights, means, covs) on device, copied once per device (no per-call host->device transfer)."""
-        key = str(device)
-        if key not in self._device_copies:
-            self._device_copies[key] = tuple(t.to(device) for t in (self.weights, self.means, self.covs))
-        return self._device_copies[key]
-
-    @property
-    def num_components(self) -> int:
-        return int(self.weights.shape[0])
-
-    def to_device(self, device: torch.device | str) -> "GMM":
-        return GMM(self.weights.to(device), self.means.to(device), self.covs.to(device))
-
-    def sample(self, n: int, generator: torch.Generator | None = None, s: float = 0.0) -> torch.Tensor:
-        """n float64 samples of p_s = sum_k phi_k N(mu_k, S_k + s^2 I) (s = 0: the data itself)."""
-        if n < 0:
-            raise ValueError(f"n: must be non-negative, got {n}")
-        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        eps = torch.randn(n, 2, dtype=torch.float64, generator=generator, device=self.weights.device)
-        x = self.means[k] + torch.einsum("nij,nj->ni", self._chol[k], eps)
-        if s:
-            x = x + s * torch.randn(n, 2, dtype=torch.float64, generator=generator, device=self.weights.device)
-        return x
-
-    def _eval(self, x: torch.Tensor, s: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
-        if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != 2:
-            raise ValueError(f"x: expected [M, 2] points, got {getattr(x, 'shape', type(x).__name__)}")
-        dt, dev = x.dtype, x.device
-        x64 = x.to(torch.float64)
-        sv = torch.as_tensor(s, dtype=torch.float64, device=dev)
-        sv = sv.expand(x.shape[0]) if sv.ndim == 0 else sv.reshape(-1)
-        if sv.shape[0] != x.shape[0]:
-            raise ValueError(f"s: expected a scalar or [{x.shape[0]}] noise levels, got {tuple(sv.shape)}")
-        w, m, c = self._params_on(dev)
-        scores, logps = [], []
-        for i in range(0, x.shape[0], _CHUNK):
-            sc, lp = ops.gmm_score(x64[i:i + _CHUNK], w, m, c, sv[i:i + _CHUNK])
-            scores.append(sc)
-            logps.append(lp)
-        score = torch.cat(scores) if scores else x64.new_zeros(0, 2)
-        logp = torch.cat(logps) if logps else x64.new_zeros(0)
-        return score.to(dt), logp.to(dt)
-
-    def log_prob(self, x: torch.Tensor, s: torch.Tensor | float = 0.0) -> torch.Tensor:
-        """log p_s(x) [M] by log-sum-exp in float64 (cast back to x's dtype)."""
-        return self._eval(x, s)[1]
-
-    def score(self, x: torch.Tensor, s: torch.Tensor | float = 0.0) -> torch.Tensor:
-        """grad_x log p_s(x) [M, 2] with covariances S_k + s^2 I (float64 inside)."""
-        return self._eval(x, s)[0]
 
 
 @lru_cache(maxsize=None)

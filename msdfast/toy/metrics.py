@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from .datasets import GMM
+from ..denoisers.gmm import GMM
 
 __all__ = ["nll", "gmm_nll", "kde_log_prob", "precision_recall", "knn_radii", "mmd",
            "KDE_BANDWIDTH", "MMD_BANDWIDTHS", "PR_K"]

@@ -204,7 +204,7 @@ def build_world(column: ColumnSpec, cfg: ProtocolConfig) -> World:
     cond_id = uncond_id = None
     if column.denoiser == "ideal":
         if tree:
-            from ..denoisers.gmm import tree_denoiser
+            from .models import tree_denoiser
             den: Denoiser = tree_denoiser()      # one GMM per class: cond A = 0 (A+B = 2 is CFG's uncond)
             cond_id, uncond_id = TREE_CLASS_IDS["A"], TREE_CLASS_IDS["AB"]
         else:
@@ -213,7 +213,7 @@ def build_world(column: ColumnSpec, cfg: ProtocolConfig) -> World:
     else:
         # Learned toy models are trained per class / data set (the condition is ignored); CFG's unconditional
         # branch is the A+B model and autoguidance's the small class-A model, both passed as `guide`.
-        from ..denoisers.mlp import load_toy_mlp
+        from .models import load_toy_mlp
         den = load_toy_mlp("tree_A" if tree else column.dataset)
         if column.guidance == "cfg":
             guide, scale = load_toy_mlp("tree_AB"), cfg.cfg_scale

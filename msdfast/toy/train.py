@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..denoisers.mlp import WEIGHTS_DIR, ToyMLP, save_toy_mlp
+from ..denoisers.mlp import ToyMLP, save_toy_mlp
 from .datasets import load_dataset, tree_gmm
+from .models import WEIGHTS_DIR
 
 __all__ = ["Recipe", "RECIPES", "train_toy_mlp", "add_train_arguments", "run_train", "ema_beta"]
 

@@ -1,4 +1,4 @@
-"""Compare MSD's product samplers against the tree oracle: `python -m msdfast.estimators.solver_study`.
+"""Compare MSD's product samplers against the tree oracle: `python -m msdfast.toy.solver_study`.
 
 Tree class A, ideal (exact GMM) denoiser, points near the tree (data + N(0, 0.1^2) noise). For each bandwidth
 and solver: the bias of the N-chain mean shift against lambda^2 grad log p_lambda(x) (MATH.md sec. 2; the
@@ -23,8 +23,8 @@ ROWS: tuple[tuple[str, dict], ...] = (
 def run(points: int = 16, chains: int = 256, lambdas: tuple[float, ...] = (0.1, 0.3), seed: int = 0) -> list[dict]:
     """One row per (lambda, solver setting); see the module docstring."""
     from ..denoisers.gmm import GMMDenoiser
-    from ..toy.datasets import tree_gmm
-    from . import build
+    from ..estimators import build
+    from .datasets import tree_gmm
 
     gmm = tree_gmm("A")
     den = GMMDenoiser(gmm)
