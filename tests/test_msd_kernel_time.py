@@ -21,7 +21,7 @@ import torch
 from estimator_helpers import GaussianDenoiser
 from msdfast.samplers.guidance import Guidance
 from msdfast.samplers.product import KERNEL_TIMES, kernel_decay, naive_product, stable_product
-from msdfast.toy.datasets import TOY_S_MAX, TOY_S_MIN, toy_schedule
+from msdfast.schedule import TOY_S_MAX, TOY_S_MIN, toy_schedule
 
 scipy_integrate = pytest.importorskip("scipy.integrate")
 
