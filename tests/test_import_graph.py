@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent / "msdfast"
 
 # The layers, lowest first. A module's layer is the one of its longest listed prefix.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "_backend", "atomic", "content_hash", "checkpoint"),   # small shared utilities
+    ("errors", "_backend", "atomic", "content_hash", "checkpoint", "runlock"),   # small shared utilities
     ("ops", "_info"),
     ("schedule", ""),           # "" = the package's own __init__ (imports ops and schedule only)
     ("denoisers", "cache_dir", "prompts"),
