@@ -155,7 +155,9 @@ def test_cli_image_command(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["options"] == {"chains": 2, "steps": 2} and cfg["psr_k"] == 0.95 and cfg["lr"] == 1e-2
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["steps_done"] == 2 and metrics["history"][0]["nfe"] == 2 * 1 + 2 * 2 * 2  # T B + T 2NB
+    # the default bandwidth decays linearly to 0: the 2nd step has lambda < lambda_min and the run stops there
+    assert metrics["steps_done"] == 1 and metrics["converged"]
+    assert metrics["history"][0]["nfe"] == 2 * 1 + 2 * 2 * 2  # T B + T 2NB
     assert main(argv + ["--resume"]) == 0  # a finished run resumes to a no-op
 
 

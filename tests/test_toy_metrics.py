@@ -6,7 +6,7 @@ import torch
 
 from msdfast.toy.datasets import load_dataset, tree_gmm
 from msdfast.toy.efficiency import efficiency_from_samples
-from msdfast.toy.metrics import (KDE_BANDWIDTH, gmm_nll, kde_log_prob, knn_radii, mmd, nll,
+from msdfast.toy.metrics import (KDE_BANDWIDTH, gmm_nll, kde_log_prob, knn_radii, mmd, nll, nll_of_mean,
                                  precision_recall)
 from msdfast.toy.plots import density_grid, plot_panels, plot_samples
 
@@ -60,6 +60,11 @@ def test_gmm_nll_of_true_samples():
     v = gmm_nll(x, a)
     assert -1.45 < v < -1.25              # MATH.md: true class-A samples have NLL about -1.33
     assert nll(x, a) == v
+    # the paper's definition -log(mean p): its DDIM (and true samples) give about -1.85 (MATH.md sec. 3)
+    assert -1.92 < nll_of_mean(x, a) < -1.78
+    p = a.log_prob(x[:7]).exp()
+    assert nll_of_mean(x[:7], a) == pytest.approx(float(-p.mean().log()), rel=1e-12)
+    assert nll_of_mean(x[:7], a) <= nll(x[:7], a)   # Jensen
 
 
 def test_mmd_naive_and_properties():

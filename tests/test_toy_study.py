@@ -111,21 +111,27 @@ def test_efficiency_bad_input() -> None:
 def test_tables_layout() -> None:
     cells = {}
     for col in ("tree/ideal", "tree/learned+cfg", "spiral/ideal"):
-        for i, m in enumerate(("ddim", "sds", "msd")):
-            cells[f"{col}|{m}"] = {"column": col, "method": m,
-                                   "metrics": {"nll": float(i), "precision": 0.5, "recall": 0.25, "mmd": 1e-4}}
-    t1 = report.table1(cells, ["ddim", "sds", "msd"])
+        for i, m in enumerate(("ddim", "sds", "msd-paper")):
+            cells[f"{col}|{m}"] = {"column": col, "method": m, "metrics": {
+                "nll": float(i), "nll_of_mean": float(i) - 0.5, "precision": 0.5, "recall": 0.25, "mmd": 1e-4}}
+    methods = ["ddim", "sds", "msd-paper"]
+    t1 = report.table1(cells, methods)
     assert t1["nll"]["columns"] == ["ideal", "learned+cfg"]
-    assert t1["nll"]["rows"]["sds"] == [1.0, 1.0]
-    t2 = report.table2(cells, ["ddim", "sds", "msd"])
+    assert t1["nll"]["rows"]["sds"] == [1.0, 1.0] and t1["nll_of_mean"]["rows"]["sds"] == [0.5, 0.5]
+    t2 = report.table2(cells, methods)
     assert list(t2) == ["spiral"] and t2["spiral"]["columns"] == ["ideal"]
-    assert t2["spiral"]["rows"]["msd"]["nll"] == [2.0]
+    assert t2["spiral"]["rows"]["msd-paper"]["nll"] == [2.0]
     t3 = report.table3({"tree/ideal|sds": {"log_eff_str": "-7.00"}, "tree/learned|sds": {"log_eff_str": "-6.00"},
-                        "spiral/ideal|msd": {"log_eff_str": "inf"}}, ["sds", "msd"])
-    assert t3 == {"tree": {"sds": ["-7.00", "-6.00"]}, "spiral": {"msd": ["inf", None]}}
-    md = report.markdown({"methods": ["ddim", "sds", "msd"], "cells": cells, "efficiency": {}}, {"msd": "MSD"})
-    assert "| NLL ↓ | ideal | learned+cfg |" in md and "| MSD | 2.00 | 2.00 |" in md
-    assert "| MMD ↓ (x1e-4) | ideal | learned+cfg |" in md and "| MSD | 1 | 1 |" in md
+                        "spiral/ideal|msd-paper": {"log_eff_str": "inf"}}, ["sds", "msd-paper"])
+    assert t3 == {"tree": {"sds": ["-7.00", "-6.00"]}, "spiral": {"msd-paper": ["inf", None]}}
+    md = report.markdown({"methods": methods, "cells": cells, "efficiency": {}}, {"msd-paper": "MSD (paper)"})
+    # both NLL definitions, labelled; the paper's values (its NLL is -log(mean p)) in parentheses beside ours
+    assert "| NLL mean(-log p) ↓ | ideal | learned+cfg |" in md and "| MSD (paper) | 2.00 | 2.00 |" in md
+    assert "| NLL -log(mean p) ↓ | ideal | learned+cfg |" in md and "| MSD (paper) | 1.50 (-1.32) | 1.50 (-1.15) |" in md
+    assert "| Precision ↑ | ideal | learned+cfg |" in md and "| sds | 0.50 (0.08) | 0.50 (0.17) |" in md
+    assert "| MMD ↓ (x1e-4) | ideal | learned+cfg |" in md and "| MSD (paper) | 1 (30.5) | 1 (133) |" in md
+    assert "| MSD (paper) | 2.00 | 1.50 (-1.28) |" in md     # table 2, spiral ideal: NLL both ways
+    assert "`inf`" in md and "zero variance" in md
 
 
 # ----------------------------------------------------------------------------------------- end to end
@@ -134,6 +140,7 @@ def _args(tmp_path, *extra: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     add_toy_arguments(p)
     return p.parse_args(["--grid", "4", "--steps", "3", "--methods", "ddim", "sds", "msd-tweedie", "msd-tweedie-0.05",
+                         "msd-paper",
                          "--ddim-steps", "4", "--n-data", "300", "--eff-grid", "3", "--eff-repeats", "2",
                          "--landscape-grid", "5", "--landscape-nfe", "1", "--no-progress", "--figure-resolution", "16",
                          "--out", str(tmp_path / "out"), *extra])
@@ -145,7 +152,8 @@ def test_cli_plan_and_errors(tmp_path) -> None:
     add_toy_arguments(p)
     plan = plan_from_args(p.parse_args([]))
     assert [c.key for c in plan.columns] == ["tree/ideal"]
-    assert plan.methods[0] == "ddim" and "msd" in plan.methods and plan.cfg.grid == DEFAULT_GRID
+    assert plan.methods[0] == "ddim" and plan.cfg.grid == DEFAULT_GRID
+    assert {"msd-paper", "msd-sd-inversion"} <= set(plan.methods)
     assert plan.cfg.steps == 150 and plan.cfg.lr == 0.08
     full = plan_from_args(p.parse_args(["--full"]))
     assert len(full.columns) == 8 and "tree/learned+autoguidance" in [c.key for c in full.columns]
@@ -169,14 +177,17 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch) -> None:
     res = json.loads((out / "results.json").read_text())
     t1 = res["table1"]
     assert t1["nll"]["columns"] == ["ideal"]
-    assert list(t1["precision"]["rows"]) == ["ddim", "sds", "msd-tweedie", "msd-tweedie-0.05"]
-    for metric in ("nll", "precision", "recall", "mmd"):
+    assert list(t1["precision"]["rows"]) == ["ddim", "sds", "msd-tweedie", "msd-tweedie-0.05", "msd-paper"]
+    for metric in ("nll", "nll_of_mean", "precision", "recall", "mmd"):
         for v in t1[metric]["rows"].values():
             assert v[0] is not None and math.isfinite(v[0])
-    assert set(res["table3"]["tree"]) == {"sds", "msd-tweedie"}
+    assert set(res["table3"]["tree"]) == {"sds", "msd-tweedie", "msd-paper"}
+    assert res["metric_definitions"]["nll_of_mean"].startswith("-log(mean") and res["paper"]["rows"]["msd-paper"] == "Ours"
+    for cell in res["cells"].values():   # -log(mean p) <= mean(-log p) (Jensen)
+        assert cell["metrics"]["nll_of_mean"] <= cell["metrics"]["nll"] + 1e-9
     pts = np.load(out / "points.npz")
     assert set(pts.files) == {"tree__ideal--ddim", "tree__ideal--sds", "tree__ideal--msd-tweedie",
-                              "tree__ideal--msd-tweedie-0.05"}
+                              "tree__ideal--msd-tweedie-0.05", "tree__ideal--msd-paper"}
     for k in pts.files:
         assert pts[k].shape == (16, 2) and np.isfinite(pts[k]).all()
     # targets moved away from their initial grid (the optimiser ran)

@@ -190,6 +190,14 @@ class MSDFastGuidance(torch.nn.Module):
                              "(cond then uncond)")
         cond, uncond = emb.to(latents.device).chunk(2)  # threestudio order: cond first
         est = self.estimator(latents, cond, uncond, generator=self.generator)
+        if est.info.get("finished", False) and not getattr(self, "_said_finished", False):
+            # MSD's termination (Algorithm 2): lambda < lambda_min. threestudio's trainer owns the loop, so say
+            # it once; the gradient is zero from here on.
+            import warnings
+            warnings.warn(f"msdfast {self.method}: converged: lambda = {est.info.get('lambda', 0.0):.3g} < "
+                          f"lambda_min = {est.info.get('lambda_min', 0.0):.3g}; the guidance returns zero "
+                          "gradients from now on (stop the trainer)", stacklevel=2)
+            self._said_finished = True
         grad = torch.nan_to_num(est.grad)
         if self.grad_clip_val is not None:
             grad = grad.clamp(-self.grad_clip_val, self.grad_clip_val)

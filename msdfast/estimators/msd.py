@@ -27,9 +27,12 @@ class MSD(GuidedEstimator):
         chains: N product samples per element of x (ignored by "tweedie").
         steps: solver steps T (for "posterior": at most, the steps below t_lambda are used).
         bandwidth: lambda0 (default sqrt(0.1), the paper's toy value).
-        bandwidth_schedule: "constant" | "linear" | "geometric" over the run (update_step progress).
+        bandwidth_schedule: "linear" (default: the paper's monotonically decreasing schedule, sec. 4.2 / 4.4) |
+            "geometric" | "constant" (an ablation) over the run (update_step progress).
         lambda_end: final bandwidth of the schedule (linear default 0, geometric default lambda0 / 100).
-        lambda_min: termination: once lambda < lambda_min, `finished` is True and calls return g = 0, NFE 0.
+        lambda_min: termination (Algorithm 2): once lambda < lambda_min, `finished` is True and calls return
+            g = 0, NFE 0 (info "finished", "lambda", "lambda_min"); the pipelines then stop and say so.
+            bandwidth < lambda_min at the start is a msdfast.errors.UserInputError naming both.
         kernel_interval: (t_lo, t_hi): apply the kernel term only for solver steps starting at t inside.
         inversion_guidance_scale: CFG weight of the stable solver's DDIM inversion (default 1: conditional).
             The inversion runs without PSR (it only locates x's trajectory); the solvers use PSR if psr_k != 1.
@@ -59,7 +62,7 @@ class MSD(GuidedEstimator):
     default_t_range = (0.0, 1.0)
 
     def __init__(self, denoiser: Denoiser, *, solver: str = "stable", chains: int = 1, steps: int = 10,
-                 bandwidth: float = math.sqrt(0.1), bandwidth_schedule: str = "constant",
+                 bandwidth: float = math.sqrt(0.1), bandwidth_schedule: str = "linear",
                  lambda_end: float | None = None, lambda_min: float = 1e-3,
                  kernel_interval: tuple[int, int] | None = None, inversion_guidance_scale: float = 1.0,
                  kernel_time: str = "tau", centers: str = "inversion", naive_form: str = "score",
@@ -101,7 +104,7 @@ class MSD(GuidedEstimator):
                   generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, Any]]:
         lam = self.lam
         if self.finished:
-            return torch.zeros_like(x), {"lambda": lam, "finished": True}
+            return torch.zeros_like(x), {"lambda": lam, "lambda_min": self.bandwidth.lambda_min, "finished": True}
         guidance = self.guidance(cond, uncond)
         opts: dict[str, Any] = {"chains": self.chains, "steps": self.steps, "generator": generator}
         if self.solver in ("stable", "naive"):
@@ -114,7 +117,7 @@ class MSD(GuidedEstimator):
         y, info = product_sample(self.solver, guidance, x, lam, **opts)
         g = ops.chain_mean_shift(y, x)
         info = {k: v for k, v in info.items() if k in ("t_lambda", "lambda_eff", "grid")}
-        info.update({"lambda": lam, "finished": False, "samples": y})
+        info.update({"lambda": lam, "lambda_min": self.bandwidth.lambda_min, "finished": False, "samples": y})
         return g, info
 
     def state_dict(self) -> dict[str, Any]:

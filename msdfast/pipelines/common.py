@@ -72,6 +72,9 @@ class DistillConfig:
             raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay}")
         if self.ckpt_every < 0 or self.snapshot_every < 0:
             raise ValueError("ckpt_every/snapshot_every: must be >= 0 (0 = off)")
+        if self.method == "msd":   # bandwidth vs lambda_min (UserInputError naming both) before any model loads
+            from ..estimators.bandwidth import BandwidthSchedule
+            BandwidthSchedule.from_options(self.options)
         from ..denoisers.unet_backend import UNET_BACKENDS
         if self.unet_backend not in UNET_BACKENDS:
             raise ValueError(f"unet_backend: expected one of {UNET_BACKENDS}, got {self.unet_backend!r}")
@@ -223,6 +226,10 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
             # MSD's convergence criterion (paper sec. 4.4): the bandwidth fell below lambda_min. Stop before
             # stepping, so AdamW's momentum does not keep moving theta on a zero gradient.
             converged = True
+            tqdm.write(f"msdfast {cfg.method}: converged at step {step}: "
+                       + (f"lambda = {res.info['lambda']:.3g} < lambda_min = {res.info['lambda_min']:.3g} "
+                          if "lambda" in res.info and "lambda_min" in res.info else "")
+                       + "(MSD's termination criterion, Algorithm 2); stopping")
             break
         optimizer.zero_grad(set_to_none=True)
         res.loss.backward()

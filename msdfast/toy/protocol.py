@@ -11,16 +11,21 @@
   `update_step` hook once per step (SDI's annealed t, MSD's bandwidth lambda_0 = sqrt(0.1) decayed linearly).
   `evaluate` scores final points with `msdfast.toy.metrics` (NLL, precision/recall k = 3, MMD).
 
-Cost (why the defaults are what they are): one evaluation of the tree's exact GMM denoiser on M points is
-M x 1016 Gaussian components in float64 (~0.06-0.09 s of one CPU core for M = 1024). MSD's stable solver
-spends (inversion steps + solver steps x chains) such evaluations per gradient. The paper uses 1e3 Monte Carlo
-samples per estimate; msdfast runs 1 chain of 10 solver steps (`MSD_FAST`: 20 NFE per target per step for
-"stable", <= 10 for "posterior", 1 for "tweedie"). Fewer chains keep the estimator's mean (what Adam follows
-over 150 steps) and only raise its per-step variance (eq. 17 is independent of N). Fewer solver STEPS are not
-free for the stable solver: its last step scales y - x by exp(-dtau / lambda^2) with dtau = 1 / steps, so at
-10 steps its gradient keeps the mean shift's direction but shrinks like exp(-0.1 / lambda^2) as lambda decays
-(about 1e-3 of the exact mean shift at lambda = 0.16 and exactly 0 in float32 below lambda ~ 0.07), which
-freezes Adam's targets early. The exact-posterior and Tweedie solvers have no such bias.
+MSD rows (MATH.md sec. 2 audits the paper's readings):
+* "msd-paper", "MSD (paper)": the stable solver (eq. 14-15) with the kernel centred on x (c_t = alpha_t x, eq.
+  9/12), kernel-ODE time u = sigma (the VE noise level of the EDM code the toy is built on), the 32 sampler
+  steps of fig. 2, lambda_0 = sqrt(0.1) decayed linearly (sec. 4.2) -- `MSD_PAPER`.
+* "msd-sd-inversion", "MSD (SD heuristics: inversion centres)": the paper's Stable Diffusion practice (sec. 4.3:
+  centres on the DDIM inversion trajectory of x) with u = tau and 10 steps. On the toy, inverting off-manifold
+  grid targets is ill-conditioned and g becomes inversion error: kept to show it, labelled as not the paper's 2D
+  reading.
+* the rest are msdfast's additions (noised kernel, exact posterior, Tweedie), labelled as such.
+
+Cost: one evaluation of the tree's exact GMM denoiser on M points is M x 1016 Gaussian components in float64
+(~0.06-0.09 s of one CPU core for M = 1024). The paper uses 1e3 Monte Carlo samples per estimate; msdfast runs
+1 chain per target and step (`MSD_FAST`, `MSD_PAPER`): fewer chains keep the estimator's mean (what Adam
+follows over 150 steps) and only raise its per-step variance (eq. 17 is independent of N). "MSD (paper)"
+costs 32 NFE per target per step, the inversion row 20, "posterior" <= 10, "tweedie" 1.
 """
 from __future__ import annotations
 
@@ -82,9 +87,12 @@ class MethodSpec:
     options: tuple[tuple[str, Any], ...] = ()
 
 
-# MSD solver settings of the study. The paper: 1e3 Monte Carlo samples per estimate. Here: 1 chain and few
-# steps, whose mean is the same product-density mean shift (module doc; table 3 measures the variance).
+# MSD solver settings of the study. The paper: 1e3 Monte Carlo samples per estimate. Here: 1 chain (module doc;
+# table 3 measures the variance).
 MSD_FAST = (("bandwidth", LAMBDA_0), ("bandwidth_schedule", "linear"), ("chains", 1), ("steps", 10))
+# The paper's 2D reading (module doc): stable solver, centre x, u = sigma, 32 steps, lambda_0 = sqrt(0.1) linear.
+MSD_PAPER = (("solver", "stable"), ("centers", "scaled"), ("kernel_time", "sigma"), ("steps", 32),
+             ("bandwidth", LAMBDA_0), ("bandwidth_schedule", "linear"), ("chains", 1))
 
 METHOD_SPECS: dict[str, MethodSpec] = {m.key: m for m in (
     MethodSpec("ddim", "DDIM (reference)", None),
@@ -97,22 +105,25 @@ METHOD_SPECS: dict[str, MethodSpec] = {m.key: m for m in (
     MethodSpec("sdi", "SDI", "sdi"),
     MethodSpec("asd", "ASD", "asd"),
     MethodSpec("dsd", "DSD", "dsd"),
-    MethodSpec("msd", "MSD (stable, paper)", "msd", (("solver", "stable"),) + MSD_FAST),
-    MethodSpec("msd-noised", "MSD (stable, noised kernel)", "msd",
+    MethodSpec("msd-paper", "MSD (paper)", "msd", MSD_PAPER),
+    MethodSpec("msd-sd-inversion", "MSD (SD heuristics: inversion centres)", "msd",
+               (("solver", "stable"), ("centers", "inversion"), ("kernel_time", "tau")) + MSD_FAST),
+    MethodSpec("msd-noised", "MSD (ours: stable, noised kernel)", "msd",
                (("solver", "stable"), ("kernel_time", "noised"), ("centers", "scaled")) + MSD_FAST),
     MethodSpec("msd-naive", "MSD (naive eq. 12)", "msd", (("solver", "naive"),) + MSD_FAST),
-    MethodSpec("msd-posterior", "MSD (exact posterior)", "msd", (("solver", "posterior"),) + MSD_FAST),
-    MethodSpec("msd-tweedie", "MSD (Tweedie)", "msd", (("solver", "tweedie"),) + MSD_FAST),
+    MethodSpec("msd-posterior", "MSD (ours: exact posterior)", "msd", (("solver", "posterior"),) + MSD_FAST),
+    MethodSpec("msd-tweedie", "MSD (ours: Tweedie)", "msd", (("solver", "tweedie"),) + MSD_FAST),
     # Not in the paper: the zero-variance Tweedie estimator with a smaller initial bandwidth. lambda_0 =
     # sqrt(0.1) smooths the tree so much that the exact mean shift sends every target to a few modes
     # (recall ~0.01); lambda_0 = 0.05 keeps the branches apart (msdfast's measured improvement, README).
-    MethodSpec("msd-tweedie-0.05", "MSD (Tweedie, λ0 0.05)", "msd",
+    MethodSpec("msd-tweedie-0.05", "MSD (ours: Tweedie, λ0 0.05)", "msd",
                (("solver", "tweedie"),) + MSD_FAST + (("bandwidth", 0.05),)),
 )}
-PAPER_METHODS = ("ddim", "sds", "vsd", "sdi", "msd")
-DEFAULT_METHODS = ("ddim", "sds", "vsd", "sdi", "msd", "msd-noised", "msd-posterior", "msd-tweedie", "msd-tweedie-0.05")
-FULL_METHODS = ("ddim", "sds", "vsd", "sdi", "asd", "dsd", "msd", "msd-noised", "msd-naive", "msd-posterior", "msd-tweedie",
-                "msd-tweedie-0.05")
+PAPER_METHODS = ("ddim", "sds", "vsd", "sdi", "msd-paper")
+DEFAULT_METHODS = ("ddim", "sds", "vsd", "sdi", "msd-paper", "msd-sd-inversion", "msd-noised", "msd-posterior",
+                   "msd-tweedie", "msd-tweedie-0.05")
+FULL_METHODS = ("ddim", "sds", "vsd", "sdi", "asd", "dsd", "msd-paper", "msd-sd-inversion", "msd-noised", "msd-naive",
+                "msd-posterior", "msd-tweedie", "msd-tweedie-0.05")
 LABELS = {k: m.label for k, m in METHOD_SPECS.items()}
 
 
@@ -367,7 +378,8 @@ def subsample(points: torch.Tensor | np.ndarray, n: int) -> torch.Tensor:
 
 def evaluate(world: World, points: np.ndarray) -> dict[str, float]:
     """Table 1/2 metrics of final points (msdfast.toy.metrics): NLL under the true density (tree: exact GMM;
-    spiral / pinwheel: the documented KDE over held-out points), precision / recall (k = 3) and MMD against
+    spiral / pinwheel: the documented KDE over held-out points) as mean(-log p) ("nll") and -log(mean p)
+    ("nll_of_mean", the paper's), precision / recall (k = 3) and MMD against
     as many held-out points as there are targets (k-NN radii depend on the set sizes, so they match)."""
     from . import metrics
     pts = torch.as_tensor(points, dtype=torch.float64)
@@ -375,7 +387,8 @@ def evaluate(world: World, points: np.ndarray) -> dict[str, float]:
         raise ValueError("points: final points contain NaN or inf")
     ref = world.heldout[: pts.shape[0]]
     precision, recall = metrics.precision_recall(ref, pts)
-    return {"nll": metrics.nll(pts, world.gmm if world.gmm is not None else world.heldout),
+    truth = world.gmm if world.gmm is not None else world.heldout
+    return {"nll": metrics.nll(pts, truth), "nll_of_mean": metrics.nll_of_mean(pts, truth),
             "precision": precision, "recall": recall, "mmd": metrics.mmd(pts, ref)}
 
 

@@ -12,11 +12,13 @@ fig_landscape_<column>.png (fig. 1/3: reconstructed loss landscape per method), 
 (one checkpoint per completed (column, method) cell, efficiency and landscape cell; --resume skips those
 already done with the same configuration).
 
-DEFAULT (no options): tree, class A, ideal (exact GMM) denoiser; rows DDIM, SDS, VSD, SDI, MSD (stable) and
-the exact-posterior and Tweedie MSD variants (Tweedie also with lambda_0 = 0.05); a 32 x 32 grid of 1024 targets
-(the paper's ~1e3), 150 Adam steps (lr 0.08); table 3 (efficiency) for SDS, VSD, SDI and the MSD
-variants with 16 repeats at 256 points; landscapes on a 48 x 48 grid. MSD runs 1 chain of 10 solver steps per
-gradient (protocol.MSD_FAST; the paper: 1e3 Monte Carlo samples).
+DEFAULT (no options): tree, class A, ideal (exact GMM) denoiser; rows DDIM, SDS, VSD, SDI, "MSD (paper)" (stable
+solver, centre x, kernel time sigma, 32 steps, lambda_0 = sqrt(0.1) decayed linearly: protocol.MSD_PAPER), "MSD
+(SD heuristics: inversion centres)" and msdfast's own variants (noised kernel, exact posterior, Tweedie, Tweedie
+with lambda_0 = 0.05); a 32 x 32 grid of 1024 targets (the paper's ~1e3), 150 Adam steps (lr 0.08); table 3
+(efficiency) for SDS, VSD, SDI and the MSD variants with 16 repeats at 256 points; landscapes on a 48 x 48 grid.
+MSD runs 1 chain per gradient (the paper: 1e3 Monte Carlo samples). NLL is reported as mean(-log p) and as
+-log(mean p) (the paper's); results.md shows the paper's values in parentheses beside ours.
 
 Table 3 (eq. 17, msdfast.toy.efficiency) is measured on each estimator as it was at PROBE_AT of its run (its
 saved state: VSD's eps_phi, SDI's t, MSD's lambda), at one of two sets of points x (--eff-points; the first
@@ -58,7 +60,8 @@ from .protocol import (DEFAULT_METHODS, FULL_COLUMNS, FULL_METHODS, LABELS, METH
                        optimise, subsample)
 
 DEFAULT_GRID = 32
-EFF_METHODS = ("sds", "vsd", "sdi", "msd", "msd-noised", "msd-naive", "msd-posterior", "msd-tweedie", "asd", "dsd")
+EFF_METHODS = ("sds", "vsd", "sdi", "msd-paper", "msd-sd-inversion", "msd-noised", "msd-naive", "msd-posterior", "msd-tweedie",
+               "asd", "dsd")
 # (msd-tweedie-0.05 has the same zero variance as msd-tweedie: no separate efficiency cell)
 PROBE_AT = 0.5   # efficiency and landscapes are measured on each estimator as it was half-way through its run
 EFF_POINTS = ("particles", "grid")   # where eq. 17 averages over x (module doc)
