@@ -170,7 +170,7 @@ def test_bandwidth_schedules_and_termination() -> None:
     assert not lin.finished(0.5) and lin.finished(1.0)
     geo = BandwidthSchedule(1.0, "geometric", lambda_end=0.01)
     assert geo(0.5) == pytest.approx(0.1)
-    assert BandwidthSchedule(0.3)(0.9) == 0.3
+    assert BandwidthSchedule(0.3, "constant")(0.9) == 0.3 and BandwidthSchedule(0.3)(0.9) == pytest.approx(0.03)
     with pytest.raises(ValueError, match="lambda_end"):
         BandwidthSchedule(0.1, "linear", lambda_end=0.2)
     with pytest.raises(ValueError, match="bandwidth_schedule"):
