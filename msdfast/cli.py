@@ -1,9 +1,18 @@
-"""The `msdfast` command. Each subcommand lives in its own module, imported only when run."""
+"""The `msdfast` command. Each subcommand lives in its own module, imported only when run.
+
+Every subcommand takes --debug (a traceback for errors), --verbose / --quiet (the `msdfast` logger's level:
+DEBUG / WARNING instead of INFO). Bad user input -- a flag, an option, a config file, a model folder -- is
+reported as ONE line naming it ("msdfast image: error: --steps: must be >= 1, got 0") with exit status 2;
+msdfast.errors.UserInputError carries such errors from every layer.
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+
+from .errors import UserInputError
 
 # name -> (module, help). Each module defines add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS = {
@@ -15,23 +24,76 @@ SUBCOMMANDS = {
     "3d": ("msdfast.pipelines.threed", "text-to-3D NeRF distillation on Stable Diffusion"),
     "profile": ("msdfast.profile", "NFE / time / memory profile of one gradient per method"),
 }
+EXIT_USER_ERROR = 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="msdfast", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a UserInputError (one line, exit 2) instead of usage text + exit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserInputError(f"{message} (see {self.prog} --help)")
+
+
+def _common_flags() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("output")
+    g.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    v = g.add_mutually_exclusive_group()
+    v.add_argument("--verbose", "-v", action="store_true", help="log debug messages too")
+    v.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors only")
+    return p
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> logging.Logger:
+    """The `msdfast` logger on stderr ("msdfast: message"), INFO by default."""
+    log = logging.getLogger("msdfast")
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    if not any(getattr(h, "_msdfast", False) for h in log.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        h._msdfast = True  # type: ignore[attr-defined]
+        log.addHandler(h)
+    log.propagate = False
+    return log
+
+
+def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = _Parser(prog="msdfast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = _common_flags()
     # Build only the requested subcommand's parser so `msdfast info` never imports diffusers.
     wanted = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     for name, (module, help_) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_)
+        p = sub.add_parser(name, help=help_, parents=[common],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter if name in ("bench", "info", "demo")
+                           else argparse.HelpFormatter)
         if name == wanted:
             mod = importlib.import_module(module)
             getattr(mod, f"add_{name}_arguments", getattr(mod, "add_arguments", lambda _p: None))(p)
-    args = parser.parse_args(argv)
-    mod = importlib.import_module(SUBCOMMANDS[args.command][0])
-    runner = getattr(mod, f"run_{args.command}", None) or getattr(mod, "run")
-    return int(runner(args) or 0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    prog = "msdfast" + (f" {argv[0]}" if argv and argv[0] in SUBCOMMANDS else "")
+    try:
+        args = _build_parser(argv).parse_args(argv)
+        setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
+        mod = importlib.import_module(SUBCOMMANDS[args.command][0])
+        runner = getattr(mod, f"run_{args.command}", None) or getattr(mod, "run")
+        return int(runner(args) or 0)
+    except UserInputError as e:
+        if debug:
+            raise
+        msg = " ".join(str(e).split())   # one line, whatever the message held
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -21,7 +21,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["GradientProfile", "profile_gradients", "format_table", "add_profile_arguments", "run_profile",
+from .config import add_job_arguments, config_from_args, config_to_dict, option
+from .errors import UserInputError
+from .estimators import METHODS
+from .provenance import provenance
+
+__all__ = ["ProfileConfig", "GradientProfile", "profile_gradients", "format_table", "add_profile_arguments", "run_profile",
            "peak_memory_bytes"]
 
 
@@ -132,79 +137,106 @@ def _toy_setup(name: str, batch: int, device: str, seed: int) -> tuple[Any, torc
     return den, x, None, None
 
 
-def _sd_setup(args: argparse.Namespace, device: str) -> tuple[Any, torch.Tensor, Any, Any]:
+@dataclass
+class ProfileConfig:
+    """The settings of `msdfast profile` (flags, --config files and the --json record come from it)."""
+
+    method: str = option(choices=METHODS, help="estimator to profile")
+    model: str | None = option(None, help="local Stable Diffusion folder (this or --toy)")
+    toy: str | None = option(None, choices=("tree", "spiral", "pinwheel"),
+                             help="a toy data set's ideal denoiser (this or --model)")
+    n_grads: int = option(3, help="profiled gradients")
+    warmup: int = option(1, help="untimed gradients first (JIT, caches, autotune)")
+    batch: int = option(1, help="B: images (SD) or points (toy) per gradient")
+    guidance_scale: float | None = option(None, help="CFG weight, diffusers form w (default: 7.5 SD, 1 toy)")
+    psr_k: float | None = option(None, help="PSR sharpness k (thesis eq. 1.6); 1 = off")
+    psr_s: float | None = option(None, help="PSR scale s (thesis eq. 1.6)")
+    options: dict[str, Any] = option(default_factory=dict, flag="--option", metavar="KEY=VALUE",
+                                     help="estimator option (JSON value, repeatable), e.g. --option chains=4")
+    prompt: str = option("a photograph of an astronaut riding a horse", help="text prompt (SD)")
+    negative_prompt: str = option("", help="negative prompt (SD)")
+    seed: int = option(0, help="seed of the inputs and the estimator's random stream")
+    device: str | None = option(None, help="torch device (default: cuda if available, else cpu)")
+    dtype: str | None = option(None, choices=("float32", "float16", "bfloat16"),
+                               help="denoiser dtype (default: float16 on CUDA, float32 on the CPU)")
+    compile: bool = option(False, help="torch.compile the UNet (use --warmup >= 1)")
+    unet_backend: str | None = option(None, choices=("torch", "onnx", "tensorrt"),
+                                      help="run the UNet eagerly, through onnxruntime, or as a cached TensorRT "
+                                           "engine (default: torch; onnx when --unet-onnx is given)")
+    unet_onnx: str | None = option(None, metavar="PATH",
+                                   help="the UNet's ONNX export (exported there first if missing; default: the "
+                                        "msdfast cache)")
+    json: str | None = option(None, metavar="PATH", help="write the profile as JSON ('-' = stdout)")
+
+    def validate(self) -> None:
+        """Every setting and estimator option checked before any model loads."""
+        from .estimators.options import check_options
+
+        if (self.model is None) == (self.toy is None):
+            raise UserInputError("--model/--toy: give exactly one")
+        for k in ("n_grads", "batch"):
+            if getattr(self, k) < 1:
+                raise UserInputError(f"--{k.replace('_', '-')}: must be >= 1, got {getattr(self, k)}")
+        if self.warmup < 0:
+            raise UserInputError(f"--warmup: must be >= 0, got {self.warmup}")
+        if not 0 <= self.seed < 2**64:
+            raise UserInputError(f"--seed: must be in [0, 2**64), got {self.seed}")
+        self.options = check_options(self.method, self.options, "--option")
+
+    def estimator_options(self) -> dict[str, Any]:
+        w = self.guidance_scale if self.guidance_scale is not None else 7.5 if self.model else 1.0
+        opts: dict[str, Any] = {"guidance_scale": w, **self.options}
+        for k in ("psr_k", "psr_s"):
+            if getattr(self, k) is not None:
+                opts[k] = getattr(self, k)
+        return opts
+
+
+def _sd_setup(cfg: ProfileConfig, device: str) -> tuple[Any, torch.Tensor, Any, Any]:
     from .denoisers.sd import load_stable_diffusion
 
-    dtype = args.dtype or ("float16" if device == "cuda" else "float32")
-    den = load_stable_diffusion(args.model, device=device, dtype=dtype, compile=args.compile)
-    backend = args.unet_backend or ("onnx" if args.unet_onnx else "torch")
+    dtype = cfg.dtype or ("float16" if device == "cuda" else "float32")
+    den = load_stable_diffusion(cfg.model, device=device, dtype=dtype, compile=cfg.compile)
+    backend = cfg.unet_backend or ("onnx" if cfg.unet_onnx else "torch")
     if backend != "torch":  # the same model through onnxruntime / a TensorRT engine
         from .denoisers.unet_backend import exported_unet
-        den = exported_unet(den, backend, onnx_path=args.unet_onnx)
-    pe = den.prompt_embeddings(args.prompt, args.negative_prompt)
-    g = torch.Generator().manual_seed(args.seed)
+        den = exported_unet(den, backend, onnx_path=cfg.unet_onnx)
+    pe = den.prompt_embeddings(cfg.prompt, cfg.negative_prompt)
+    g = torch.Generator().manual_seed(cfg.seed)
     n = den.latent_size
-    x = torch.randn(args.batch, den.latent_channels, n, n, generator=g).to(device)
-    return den, x, pe.cond.expand(args.batch, -1, -1), pe.uncond.expand(args.batch, -1, -1)
+    x = torch.randn(cfg.batch, den.latent_channels, n, n, generator=g).to(device)
+    return den, x, pe.cond.expand(cfg.batch, -1, -1), pe.uncond.expand(cfg.batch, -1, -1)
 
 
 def add_profile_arguments(p: argparse.ArgumentParser) -> None:
-    from .estimators import METHODS
-
-    p.add_argument("--method", required=True, choices=list(METHODS))
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="local Stable Diffusion folder")
-    src.add_argument("--toy", choices=["tree", "spiral", "pinwheel"], help="a toy data set's ideal denoiser")
-    p.add_argument("--n-grads", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1, help="untimed gradients first (JIT, caches, autotune)")
-    p.add_argument("--batch", type=int, default=1, help="B: images (SD) or points (toy) per gradient")
-    p.add_argument("--guidance-scale", type=float, default=None, help="diffusers w (default 7.5 SD, 1 toy)")
-    p.add_argument("--psr-k", type=float, default=None)
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="estimator option (JSON value), e.g. --option chains=4 --option steps=10")
-    p.add_argument("--prompt", default="a photograph of an astronaut riding a horse")
-    p.add_argument("--negative-prompt", default="")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--compile", action="store_true", help="torch.compile the UNet (use --warmup >= 1)")
-    p.add_argument("--unet-backend", default=None, choices=["torch", "onnx", "tensorrt"],
-                   help="run the UNet eagerly (torch, --compile for torch.compile), through onnxruntime, or as a "
-                        "cached TensorRT engine (default: torch; onnx when --unet-onnx is given)")
-    p.add_argument("--unet-onnx", default=None, metavar="PATH",
-                   help="the UNet's ONNX export (exported there first if missing; default: the msdfast cache)")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the profile as JSON ('-' = stdout)")
+    add_job_arguments(p, ProfileConfig, required=("method",))
 
 
 def run_profile(args: argparse.Namespace) -> int:
     from .estimators import build
-    from .pipelines.common import parse_option
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.batch < 1:
-        raise ValueError(f"--batch: must be >= 1, got {args.batch}")
-    if args.model:
-        den, x, cond, uncond = _sd_setup(args, device)
-        w = 7.5 if args.guidance_scale is None else args.guidance_scale
+    cfg = config_from_args(args, ProfileConfig, promoted=("guidance_scale", "psr_k", "psr_s"))
+    cfg.validate()
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.model:
+        den, x, cond, uncond = _sd_setup(cfg, device)
     else:
-        den, x, cond, uncond = _toy_setup(args.toy, args.batch, device, args.seed)
-        w = 1.0 if args.guidance_scale is None else args.guidance_scale
-    opts: dict[str, Any] = {"guidance_scale": w, **dict(parse_option(o) for o in args.option)}
-    if args.psr_k is not None:
-        opts["psr_k"] = args.psr_k
-    est = build(args.method, den, **opts)
-    gen = torch.Generator(device=device).manual_seed(args.seed)
-    profiles = profile_gradients(est, x, cond, uncond, n_grads=args.n_grads, generator=gen, warmup=args.warmup)
-    print(format_table(args.method, profiles))
-    if args.json:
-        blob = {"method": args.method, "source": args.model or f"toy:{args.toy}", "device": device,
+        den, x, cond, uncond = _toy_setup(cfg.toy, cfg.batch, device, cfg.seed)
+    opts = cfg.estimator_options()
+    est = build(cfg.method, den, **opts)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    profiles = profile_gradients(est, x, cond, uncond, n_grads=cfg.n_grads, generator=gen, warmup=cfg.warmup)
+    print(format_table(cfg.method, profiles))
+    if cfg.json:
+        blob = {"method": cfg.method, "source": cfg.model or f"toy:{cfg.toy}", "device": device,
                 "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-                "batch": args.batch, "options": opts, "torch": torch.__version__,
+                "batch": cfg.batch, "options": opts, "config": config_to_dict(cfg),
+                "run": provenance("profile", device=device, model=cfg.model),
                 "gradients": [p.to_dict() for p in profiles]}
         text = json.dumps(blob, indent=2, default=str)
-        if args.json == "-":
+        if cfg.json == "-":
             print(text)
         else:
-            with open(args.json, "w") as f:
+            with open(cfg.json, "w") as f:
                 f.write(text)
     return 0

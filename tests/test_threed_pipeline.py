@@ -34,7 +34,7 @@ def test_pipeline_runs_and_writes_run_folder(den, tmp_path: Path) -> None:  # no
     from PIL import Image
     assert Image.open(tmp_path / "final.png").size == (4 * 16, 2 * 16)   # 4 views; rgb row above opacity row
     cfg = json.loads((tmp_path / "config.json").read_text())
-    assert cfg["hash_grid"] == "msdfast" and cfg["elevation_range"] == [-10.0, 45.0]
+    assert cfg["run"]["hash_grid"] == "msdfast" and cfg["elevation_range"] == [-10.0, 45.0]
 
 
 class RecordingSDS(StandInSDS):

@@ -4,19 +4,23 @@ One mechanism for every pipeline (MSD paper sec. 4.4: render -> VAE encode -> es
 -> loss trick -> AdamW on the generator's parameters theta):
 
 * `DistillConfig`: the options every pipeline has (model, prompt, method, steps, AdamW, seed, CFG/PSR,
-  estimator options, checkpoint/snapshot cadence, device); pipelines subclass it with their own fields.
+  estimator options, checkpoint/snapshot cadence, device); pipelines subclass it with their own fields. It is
+  the one source of the command line, --config files and config.json (msdfast.config).
 * `run_distillation`: the optimisation loop with checkpoint.pt (weights_only=True loadable: tensors, dicts,
   primitives), bit-exact `--resume` on the CPU (parameters, AdamW moments, estimator state, the run's
-  torch.Generator and the global RNG are all restored), snapshots, final image, progress strip, metrics.json
-  and a tqdm progress bar. The pipeline supplies `step_fn(step) -> GradientEstimate` (render + encode +
+  torch.Generator and the global RNG are all restored), snapshots, final image, labelled progress strip,
+  metrics.jsonl (per step, as it runs), metrics.json, config.json, and a tqdm bar or periodic log lines. The pipeline supplies `step_fn(step) -> GradientEstimate` (render + encode +
   estimator call) and `render_fn() -> [1, 3, H, W]` (what a snapshot shows).
-* `add_common_arguments` / `common_config_kwargs`: the shared command-line options.
+* `add_distill_arguments` / `distill_config_from_args`: the command line generated from the job's config
+  dataclass, with --config FILE, --resume and --list-options; everything validated before a model loads.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import logging
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,58 +30,82 @@ import torch
 
 from ..atomic import atomic_path, write_atomic
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import RUN_INFO_KEY, add_job_arguments, coerce_fields, config_from_args, config_to_dict, option
 from ..errors import UserInputError
+from ..estimators import METHODS
 from ..estimators.base import estimator_state, load_estimator_state
 
 __all__ = ["DistillConfig", "COMMON_RESUME_KEYS", "run_distillation", "load_denoiser", "default_device",
-           "save_png", "progress_strip", "add_common_arguments",
-           "common_config_kwargs", "parse_option"]
+           "save_png", "progress_strip", "add_distill_arguments", "distill_config_from_args", "list_options",
+           "PROMOTED_OPTIONS"]
 
 # Keys that must match for --resume to continue a run (the rest, e.g. progress, may change).
 COMMON_RESUME_KEYS = ("model", "prompt", "negative_prompt", "method", "steps", "lr", "seed", "guidance_scale",
                       "psr_k", "psr_s", "options", "weight_decay")
 
 
+log = logging.getLogger("msdfast.run")
+
+# Estimator options that are fields of the job config of their own (the precedence rule: msdfast.config).
+PROMOTED_OPTIONS = ("guidance_scale", "psr_k", "psr_s")
+
+
 @dataclass
 class DistillConfig:
-    model: str
-    prompt: str
-    method: str = "msd"
-    negative_prompt: str = ""
-    steps: int = 400
-    lr: float = 1e-2
-    weight_decay: float = 1e-2            # torch AdamW default
-    seed: int = 0
-    out: str = "runs/image"
-    guidance_scale: float = 7.5          # diffusers form w (threestudio's s = w - 1)
-    psr_k: float | None = None
-    psr_s: float | None = None
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)   # method-specific estimator options
-    ckpt_every: int = 100
-    snapshot_every: int = 50
-    device: str | None = None
-    dtype: str | None = None
-    compile: bool = False                # torch.compile the UNet (worth it for long runs on a GPU)
-    unet_backend: str = "torch"          # torch | onnx (onnxruntime) | tensorrt (cached engine)
-    progress: bool = True
+    """The settings every distillation job has; the CLI flags, --config files and config.json come from it."""
+
+    model: str = option(help="local Stable Diffusion folder (diffusers layout)")
+    prompt: str = option(help="text prompt")
+    method: str = option("msd", choices=METHODS, help="score-distillation estimator")
+    negative_prompt: str = option("", help="negative prompt (the CFG unconditional text)")
+    steps: int = option(400, help="optimisation steps")
+    lr: float = option(1e-2, help="AdamW learning rate (paper: 1e-2)")
+    weight_decay: float = option(1e-2, help="AdamW weight decay (torch default)")
+    seed: int = option(0, help="seed of the field's init and the run's random stream")
+    out: str = option("runs/image", help="run folder")
+    guidance_scale: float = option(7.5, help="CFG weight in diffusers form w (threestudio's s = w - 1)")
+    psr_k: float | None = option(None, help="PSR sharpness k (thesis eq. 1.6); 1 = off")
+    psr_s: float | None = option(None, help="PSR scale s (thesis eq. 1.6)")
+    options: dict[str, Any] = option(default_factory=dict, flag="--option", metavar="KEY=VALUE",
+                                     help="estimator option (JSON value, repeatable), e.g. --option chains=4; "
+                                          "--list-options METHOD lists them")
+    ckpt_every: int = option(100, help="checkpoint every N steps (0 = off)")
+    snapshot_every: int = option(50, help="snapshot image every N steps (0 = off)")
+    device: str | None = option(None, help="torch device (default: cuda if available, else cpu)")
+    dtype: str | None = option(None, choices=("float32", "float16", "bfloat16"),
+                               help="denoiser dtype (default: float16 on CUDA, float32 on the CPU)")
+    compile: bool = option(False, help="torch.compile the UNet (worth it for long runs on a GPU)")
+    unet_backend: str = option("torch", choices=("torch", "onnx", "tensorrt"),
+                               help="run the UNet eagerly, through onnxruntime or as a cached TensorRT engine")
+    progress: bool = option(True, help="progress bar on a terminal (periodic log lines otherwise)")
 
     def validate(self) -> None:
+        """Every setting checked before anything loads: a UserInputError naming the setting otherwise."""
+        typed = coerce_fields(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "")
+        for k, v in typed.items():   # the Python API gets the same type checks as files and flags
+            setattr(self, k, v)
+        if not self.model:
+            raise UserInputError("model: must name a local Stable Diffusion folder")
         if not self.prompt:
-            raise ValueError("prompt: must be a non-empty string")
+            raise UserInputError("prompt: must be a non-empty string")
         if self.steps < 1:
-            raise ValueError(f"steps: must be >= 1, got {self.steps}")
+            raise UserInputError(f"steps: must be >= 1, got {self.steps}")
         if not self.lr > 0:
-            raise ValueError(f"lr: must be positive, got {self.lr}")
+            raise UserInputError(f"lr: must be positive, got {self.lr}")
         if self.weight_decay < 0:
-            raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay}")
+            raise UserInputError(f"weight_decay: must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.seed < 2**64:
+            raise UserInputError(f"seed: must be in [0, 2**64), got {self.seed}")
         if self.ckpt_every < 0 or self.snapshot_every < 0:
-            raise ValueError("ckpt_every/snapshot_every: must be >= 0 (0 = off)")
+            raise UserInputError("ckpt_every/snapshot_every: must be >= 0 (0 = off)")
+        for k in PROMOTED_OPTIONS:
+            if k in self.options:
+                raise UserInputError(f"options: {k} is a setting of its own; set {k} instead of options.{k}")
+        from ..estimators.options import check_options
+        self.options = check_options(self.method, self.options, "options")
         if self.method == "msd":   # bandwidth vs lambda_min (UserInputError naming both) before any model loads
             from ..estimators.bandwidth import BandwidthSchedule
             BandwidthSchedule.from_options(self.options)
-        from ..denoisers.unet_backend import UNET_BACKENDS
-        if self.unet_backend not in UNET_BACKENDS:
-            raise ValueError(f"unet_backend: expected one of {UNET_BACKENDS}, got {self.unet_backend!r}")
 
     def estimator_options(self) -> dict[str, Any]:
         opts = {"guidance_scale": self.guidance_scale, **self.options}
@@ -106,6 +134,28 @@ def _write_json(obj: Any, path: Path) -> None:
     write_atomic(path, json.dumps(obj, indent=2, default=str).encode())
 
 
+class _ProgressLog:
+    """Log lines for runs without a progress bar (stdout not a terminal): every ~10% of the run, at least once a
+    minute, and at the last step -- step, loss, |g|, NFE, lambda when the estimator has one, speed and ETA."""
+
+    def __init__(self, name: str, total: int, start: int, every_s: float = 60.0) -> None:
+        self.name, self.total, self.every_s = name, total, every_s
+        self.stride = max(1, total // 10)
+        self.t0 = self.last = time.perf_counter()
+        self.start = start
+
+    def __call__(self, rec: dict[str, Any]) -> None:
+        done, now = rec["step"] + 1, time.perf_counter()
+        if not (done % self.stride == 0 or done == self.total or done == self.start + 1
+                or now - self.last >= self.every_s):
+            return
+        self.last = now
+        rate = (now - self.t0) / max(done - self.start, 1)
+        extra = f" lambda {rec['lambda']:.4g}" if "lambda" in rec else ""
+        log.info("%s: step %d/%d loss %.4g |g| %.4g nfe %d%s (%.2f s/step, %.0f s left)", self.name, done,
+                 self.total, rec["loss"], rec["grad_norm"], rec["nfe"], extra, rate, rate * (self.total - done))
+
+
 def save_png(img: torch.Tensor, path: Path) -> None:
     """[1, 3, H, W] or [3, H, W] in [0, 1] -> PNG (written atomically)."""
     from PIL import Image
@@ -128,23 +178,43 @@ def _open_png(path: Path) -> Any:
                              "delete it to continue") from e
 
 
-def progress_strip(paths: list[Path], out: Path, height: int = 128) -> None:
-    """The snapshots side by side (one row each when they are wider than tall), each resized to `height` px."""
-    from PIL import Image
+def _step_of(path: Path) -> int | None:
+    stem = Path(path).stem
+    return int(stem.rsplit("_", 1)[1]) if stem.startswith("step_") and stem.rsplit("_", 1)[1].isdigit() else None
+
+
+def progress_strip(paths: list[Path], out: Path, height: int = 128,
+                   column_labels: Sequence[str] | None = None) -> None:
+    """The snapshots side by side (one row each when they are wider than tall), each resized to `height` px and
+    labelled with its step number (from the step_NNNNNN.png name); column_labels: captions of the equal-width
+    columns of each snapshot (3D: the view azimuths), drawn once above the rows."""
+    from PIL import Image, ImageDraw
 
     if not paths:
         return
     ims = [_open_png(p) for p in paths]
     ims = [im.resize((max(1, im.width * height // im.height), height)) for im in ims]
+    label_h = 12
+    labels = [f"step {_step_of(p)}" if _step_of(p) is not None else Path(p).stem for p in paths]
     if ims[0].width > ims[0].height:   # multi-view snapshots (3D): stack the rows instead of one long strip
-        strip = Image.new("RGB", (max(im.width for im in ims), height * len(ims)))
-        for i, im in enumerate(ims):
-            strip.paste(im, (0, i * height))
+        top = label_h if column_labels else 0
+        strip = Image.new("RGB", (max(im.width for im in ims), top + (height + label_h) * len(ims)), "white")
+        draw = ImageDraw.Draw(strip)
+        if column_labels:
+            w = ims[0].width / len(column_labels)
+            for k, c in enumerate(column_labels):
+                draw.text((int(k * w) + 2, 0), c, fill="black")
+        for i, (im, lab) in enumerate(zip(ims, labels)):
+            y = top + i * (height + label_h)
+            draw.text((2, y), lab, fill="black")
+            strip.paste(im, (0, y + label_h))
     else:
-        strip = Image.new("RGB", (sum(im.width for im in ims), height))
+        strip = Image.new("RGB", (sum(im.width for im in ims), height + label_h), "white")
+        draw = ImageDraw.Draw(strip)
         x = 0
-        for im in ims:
-            strip.paste(im, (x, 0))
+        for im, lab in zip(ims, labels):
+            draw.text((x + 2, 0), lab, fill="black")
+            strip.paste(im, (x, label_h))
             x += im.width
     strip.save(out)
 
@@ -169,14 +239,22 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
                      estimator: Any, generator: torch.Generator,
                      step_fn: Callable[[int], Any], render_fn: Callable[[], torch.Tensor],
                      resume_keys: Sequence[str], run_info: dict[str, Any] | None = None,
-                     resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+                     resume: bool = False, stop_after: int | None = None, job: str = "image",
+                     strip_columns: Sequence[str] | None = None) -> dict[str, Any]:
     """Run (or resume) the optimisation of `field`; returns the metrics dict written to metrics.json + "field".
 
     Each step: estimator.update_step(step, steps); res = step_fn(step) (a GradientEstimate whose loss is the
     loss trick on latents computed FROM field, so res.loss.backward() reaches theta); AdamW step. A step whose
     res.info["finished"] is true (MSD: bandwidth below lambda_min, paper sec. 4.4) ends the run before stepping.
     stop_after: stop (as if interrupted) once that many steps in total are done -- used by the resume tests.
-    run_info: extra entries for config.json (resolved device, sizes, ...).
+    run_info: extra entries for config.json's "run" provenance (resolved sizes, ...); job: its name there.
+    strip_columns: captions of each snapshot's columns in progress.png (3D: the view azimuths).
+
+    The run folder: config.json (the settings, replayable with --config, and the "run" provenance:
+    msdfast.provenance), metrics.jsonl (one JSON line per step, appended and flushed as the run goes: tail it),
+    metrics.json (the summary at the end), snapshots/, final.png, progress.png, checkpoint.pt. On a terminal a
+    progress bar shows the run (cfg.progress); otherwise the `msdfast.run` logger writes a line every ~10% of
+    the run and at least once a minute.
     """
     out = Path(cfg.out)
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
@@ -198,7 +276,15 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
         load_estimator_state(estimator, ck["estimator"])
         _set_rng_states(generator, ck["rng"])
         start, history, converged = int(ck["step"]), list(ck["history"]), bool(ck.get("converged", False))
-    _write_json({**asdict(cfg), "device": str(device), **(run_info or {})}, out / "config.json")
+    from ..estimators.options import resolved_options
+    from ..provenance import provenance
+
+    _write_json({**config_to_dict(cfg),
+                 RUN_INFO_KEY: provenance(job, device=device, model=cfg.model,
+                                          estimator_options=resolved_options(cfg.method, cfg.estimator_options()),
+                                          **(run_info or {}))}, out / "config.json")
+    jsonl = out / "metrics.jsonl"   # the steps so far (a resumed run continues the file; a new run starts it)
+    write_atomic(jsonl, "".join(json.dumps(r) + "\n" for r in history).encode())
 
     def snapshot(step: int) -> Path:
         with torch.no_grad():
@@ -217,7 +303,10 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     if converged:
         end = start
-    bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not cfg.progress, desc=cfg.method)
+    interactive = cfg.progress and sys.stdout.isatty()
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not interactive, desc=cfg.method)
+    progress_log = _ProgressLog(f"{job} {cfg.method}", cfg.steps, start) if not interactive else None
+    metrics_file = open(jsonl, "a", encoding="utf-8")
     for step in bar:
         t0 = time.perf_counter()
         estimator.update_step(step, cfg.steps)
@@ -241,19 +330,28 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
         history.append(rec)
         if not all(map(lambda v: v == v and abs(v) != float("inf"), (rec["loss"], gnorm))):
             raise FloatingPointError(f"step {step}: non-finite loss or gradient ({rec['loss']}, {gnorm})")
+        metrics_file.write(json.dumps(rec) + "\n")
+        metrics_file.flush()
         bar.set_postfix(loss=f"{rec['loss']:.4g}", nfe=rec["nfe"])
+        if progress_log is not None:
+            progress_log(rec)
         done = step + 1
         if cfg.snapshot_every and (done % cfg.snapshot_every == 0 or done == 1):
             snapshot(done)
         if cfg.ckpt_every and done % cfg.ckpt_every == 0:
             checkpoint(done)
     bar.close()
+    metrics_file.close()
+    if converged:
+        log.info("%s: stopped after %d of %d steps: the bandwidth fell below lambda_min (converged)", cfg.method,
+                 len(history), cfg.steps)
 
     finished = converged or (history[-1]["step"] + 1 if history else start) >= cfg.steps
     if finished:
         with torch.no_grad():
             save_png(render_fn(), out / "final.png")
-        progress_strip(sorted((out / "snapshots").glob("step_*.png")), out / "progress.png")
+        progress_strip(sorted((out / "snapshots").glob("step_*.png")), out / "progress.png",
+                       column_labels=strip_columns)
         if cfg.ckpt_every:
             checkpoint(cfg.steps)
     metrics = {"method": cfg.method, "steps_done": len(history), "finished": finished, "converged": converged,
@@ -266,53 +364,33 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
 
 
 # ---------------------------------------------------------------------- CLI
-def parse_option(text: str) -> tuple[str, Any]:
-    """--option KEY=VALUE with a JSON value (a bare string when it is not JSON)."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--option: expected KEY=VALUE, got {text!r}")
-    k, v = text.split("=", 1)
-    try:
-        return k, json.loads(v)
-    except json.JSONDecodeError:
-        return k, v
-
-
-def add_common_arguments(p: argparse.ArgumentParser, *, steps: int, steps_help: str, out: str,
-                         ckpt_every: int, snapshot_every: int) -> None:
-    """The options of every distillation pipeline (model, prompt, method, AdamW, guidance, run folder...)."""
-    from ..estimators import METHODS
-
-    p.add_argument("--model", required=True, help="local Stable Diffusion folder (diffusers layout)")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--negative-prompt", default="")
-    p.add_argument("--method", default="msd", choices=list(METHODS))
-    p.add_argument("--steps", type=int, default=steps, help=steps_help)
-    p.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (paper: 1e-2)")
-    p.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay (torch default)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=out, help="run folder")
-    p.add_argument("--guidance-scale", type=float, default=7.5, help="CFG in diffusers form (threestudio's + 1)")
-    p.add_argument("--psr-k", type=float, default=None, help="PSR sharpness k (thesis eq. 1.6); 1 = off")
-    p.add_argument("--psr-s", type=float, default=None)
-    p.add_argument("--option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
-                   help="method-specific estimator option (JSON value), e.g. --option solver=\"stable\"")
-    p.add_argument("--ckpt-every", type=int, default=ckpt_every)
-    p.add_argument("--snapshot-every", type=int, default=snapshot_every)
+def add_distill_arguments(p: argparse.ArgumentParser, cls: type[DistillConfig]) -> None:
+    """The command line of a distillation job: --config FILE, one flag per field of `cls`, --resume and
+    --list-options (msdfast.config: defaults < --config < flags < --option; a conflict is an error)."""
+    add_job_arguments(p, cls, required=("model", "prompt"))
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--overwrite", action="store_true", help="delete the run already in OUT and start a new one")
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--compile", action="store_true", help="torch.compile the UNet")
-    p.add_argument("--unet-backend", default="torch", choices=["torch", "onnx", "tensorrt"],
-                   help="run the UNet eagerly, through onnxruntime or as a cached TensorRT engine")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--list-options", metavar="METHOD", choices=list(METHODS), default=None,
+                   help="print METHOD's estimator options (type, default, doc) and exit")
 
 
-def common_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """DistillConfig's fields from the parsed `add_common_arguments` options."""
-    return dict(model=args.model, prompt=args.prompt, negative_prompt=args.negative_prompt, method=args.method,
-                steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed, out=args.out,
-                guidance_scale=args.guidance_scale, psr_k=args.psr_k, psr_s=args.psr_s,
-                options=dict(args.option), ckpt_every=args.ckpt_every, snapshot_every=args.snapshot_every,
-                device=args.device, dtype=args.dtype, compile=args.compile, unet_backend=args.unet_backend,
-                progress=not args.no_progress)
+def distill_config_from_args(args: argparse.Namespace, cls: type[DistillConfig]) -> DistillConfig:
+    """The validated job config of the parsed command line; every setting and estimator option is checked here,
+    before any model loads (UserInputError naming the flag or file otherwise)."""
+    from ..estimators.options import check_options
+
+    cfg = config_from_args(args, cls, promoted=PROMOTED_OPTIONS)
+    flag_opts = {k: v for k, v in getattr(args, "options", {}).items() if k not in PROMOTED_OPTIONS}
+    check_options(cfg.method, flag_opts, "--option")   # name the flag for options typed on the command line
+    cfg.validate()
+    return cfg
+
+
+def list_options(method: str, cls: type[DistillConfig]) -> str:
+    """--list-options METHOD: the estimator's options, with the job's own defaults for the promoted ones."""
+    from ..estimators.options import format_options
+
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name in PROMOTED_OPTIONS}
+    return format_options(method, defaults=defaults,
+                          note="guidance_scale, psr_k, psr_s: also --guidance-scale, --psr-k, --psr-s "
+                               "(give each once)")

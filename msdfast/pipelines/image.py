@@ -21,8 +21,10 @@ from typing import Any, Callable
 import torch
 
 from ..runlock import open_run_folder
-from .common import (COMMON_RESUME_KEYS, DistillConfig, add_common_arguments, common_config_kwargs,
-                     default_device, load_denoiser, run_distillation)
+from ..errors import UserInputError
+from ..config import option
+from .common import (COMMON_RESUME_KEYS, DistillConfig, add_distill_arguments, default_device,
+                     distill_config_from_args, list_options, load_denoiser, run_distillation)
 
 __all__ = ["ImageConfig", "add_image_arguments", "run_image", "distill_image"]
 
@@ -31,9 +33,16 @@ _RESUME_KEYS = COMMON_RESUME_KEYS + ("field", "resolution")
 
 @dataclass
 class ImageConfig(DistillConfig):
+    steps: int = 400                    # paper: 400
     out: str = "runs/image"
-    field: str = "grid"
-    resolution: int | None = None       # render size; default: the model's encode resolution (512 for SD 1.5)
+    field: str = option("grid", choices=("grid", "pixel", "latent"),
+                        help="image field: hash-grid MLP, raw pixels or raw latents")
+    resolution: int | None = option(None, help="render size in px (default: the model's, 512 for SD 1.5)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.resolution is not None and self.resolution < 1:
+            raise UserInputError(f"resolution: must be >= 1, got {self.resolution}")
 
 
 def distill_image(cfg: ImageConfig, *, resume: bool = False, overwrite: bool = False, denoiser: Any = None,
@@ -83,19 +92,20 @@ def _distill_image(cfg: ImageConfig, *, resume: bool, denoiser: Any, estimator_f
 
     return run_distillation(cfg, field=fld, optimizer=opt, estimator=est, generator=gen, step_fn=step_fn,
                             render_fn=render_fn, resume_keys=_RESUME_KEYS, resume=resume, stop_after=stop_after,
+                            job="image",
                             run_info={"resolution": resolution, "denoiser_dtype": str(denoiser.dtype)})
 
 
 # ---------------------------------------------------------------------- CLI
 def add_image_arguments(p: argparse.ArgumentParser) -> None:
-    add_common_arguments(p, steps=400, steps_help="optimisation steps (paper: 400)", out="runs/image",
-                         ckpt_every=100, snapshot_every=50)
-    p.add_argument("--field", default="grid", choices=["grid", "pixel", "latent"])
-    p.add_argument("--resolution", type=int, default=None, help="render size (default: model's, 512 for SD 1.5)")
+    add_distill_arguments(p, ImageConfig)
 
 
 def run_image(args: argparse.Namespace) -> int:
-    cfg = ImageConfig(**common_config_kwargs(args), field=args.field, resolution=args.resolution)
+    if args.list_options:
+        print(list_options(args.list_options, ImageConfig))
+        return 0
+    cfg = distill_config_from_args(args, ImageConfig)
     m = distill_image(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"{cfg.method}: {m['steps_done']} steps, {m['total_nfe']} NFE ({m['nfe_per_step']:.1f}/step), "
           f"{m['seconds']:.1f} s -> {Path(cfg.out) / 'final.png'}")

@@ -26,8 +26,10 @@ from typing import Any, Callable
 import torch
 
 from ..runlock import open_run_folder
-from .common import (COMMON_RESUME_KEYS, DistillConfig, add_common_arguments, common_config_kwargs,
-                     default_device, load_denoiser, parse_option, run_distillation)
+from ..config import option
+from ..errors import UserInputError
+from .common import (COMMON_RESUME_KEYS, DistillConfig, add_distill_arguments, default_device,
+                     distill_config_from_args, list_options, load_denoiser, run_distillation)
 
 __all__ = ["ThreeDConfig", "distill_3d", "add_3d_arguments", "run_3d", "build_nerf", "camera_ranges"]
 
@@ -43,23 +45,27 @@ class ThreeDConfig(DistillConfig):
     out: str = "runs/3d"
     ckpt_every: int = 500
     snapshot_every: int = 500
-    render_size: int = 64                 # NeRF render (threestudio's first stage); upsampled for the VAE
-    batch_size: int = 1                   # views per step
-    n_samples: int = 64                   # stratified samples per ray
-    radius: float = 1.0                   # bounding sphere of the foreground
-    hidden: int = 64                      # paper: 64 hidden units, 2 layers
-    n_hidden_layers: int = 2
-    grid: dict[str, Any] = dataclasses.field(default_factory=dict)   # hash-grid config overrides (tcnn keys)
-    density_activation: str = "shifted_softplus"
-    density_bias: str = "blob_magic3d"
-    blob_scale: float = 10.0
-    blob_std: float = 0.5
-    elevation_range: tuple[float, float] = (-10.0, 45.0)
-    azimuth_range: tuple[float, float] = (-180.0, 180.0)
-    distance_range: tuple[float, float] = (1.5, 2.0)
-    fovy_range: tuple[float, float] = (40.0, 70.0)
-    view_dependent: bool = True           # DreamFusion's "<prompt>, front/side/back/overhead view"
-    snapshot_views: int = 4               # evenly spaced azimuths from 0 (front)
+    render_size: int = option(64, help="NeRF render size in px (threestudio's first stage; upsampled for the VAE)")
+    batch_size: int = option(1, help="views per step")
+    n_samples: int = option(64, help="stratified samples per ray")
+    radius: float = option(1.0, help="radius of the foreground's bounding sphere")
+    hidden: int = option(64, help="foreground MLP width (paper: 64)")
+    n_hidden_layers: int = option(2, flag="--layers", help="foreground MLP hidden layers (paper: 2)")
+    grid: dict[str, Any] = option(default_factory=dict, metavar="KEY=VALUE",
+                                  help="hash-grid config override (tiny-cuda-nn keys, repeatable), "
+                                       "e.g. --grid n_levels=8")
+    density_activation: str = option("shifted_softplus", choices=("shifted_softplus", "softplus", "exp"),
+                                     help="density activation")
+    density_bias: str = option("blob_magic3d", choices=("blob_magic3d", "blob_dreamfusion", "none"),
+                               help="initial density blob")
+    blob_scale: float = option(10.0, help="density blob height")
+    blob_std: float = option(0.5, help="density blob width")
+    elevation_range: tuple[float, float] = option((-10.0, 45.0), help="camera elevation range (degrees)")
+    azimuth_range: tuple[float, float] = option((-180.0, 180.0), help="camera azimuth range (degrees)")
+    distance_range: tuple[float, float] = option((1.5, 2.0), help="camera distance range")
+    fovy_range: tuple[float, float] = option((40.0, 70.0), help="camera vertical field of view range (degrees)")
+    view_dependent: bool = option(True, help="DreamFusion's '<prompt>, front/side/back/overhead view' prompts")
+    snapshot_views: int = option(4, help="views in each snapshot, evenly spaced azimuths from 0 (front)")
 
     def __post_init__(self) -> None:
         for k in _RANGES:   # lists from the CLI/JSON and tuples compare unequal: one canonical form
@@ -69,9 +75,9 @@ class ThreeDConfig(DistillConfig):
         super().validate()
         for k in ("render_size", "batch_size", "n_samples", "snapshot_views"):
             if getattr(self, k) < 1:
-                raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
+                raise UserInputError(f"{k}: must be >= 1, got {getattr(self, k)}")
         if not self.radius > 0:
-            raise ValueError(f"radius: must be positive, got {self.radius}")
+            raise UserInputError(f"radius: must be positive, got {self.radius}")
         camera_ranges(self).validate()
 
     def estimator_options(self) -> dict[str, Any]:
@@ -156,6 +162,8 @@ def _distill_3d(cfg: ThreeDConfig, *, resume: bool, denoiser: Any, estimator_fac
 
     return run_distillation(cfg, field=nerf, optimizer=opt, estimator=est, generator=gen, step_fn=step_fn,
                             render_fn=render_fn, resume_keys=_RESUME_KEYS, resume=resume, stop_after=stop_after,
+                            job="3d", strip_columns=[f"az {360.0 * k / cfg.snapshot_views:.0f} deg"
+                                                     for k in range(cfg.snapshot_views)],
                             run_info={"encode_resolution": denoiser.encode_resolution,
                                       "denoiser_dtype": str(denoiser.dtype),
                                       "hash_grid": type(nerf.encoding).__module__.split(".")[0]})
@@ -163,40 +171,14 @@ def _distill_3d(cfg: ThreeDConfig, *, resume: bool, denoiser: Any, estimator_fac
 
 # ---------------------------------------------------------------------- CLI
 def add_3d_arguments(p: argparse.ArgumentParser) -> None:
-    add_common_arguments(p, steps=10000, steps_help="optimisation steps (paper: 10k)", out="runs/3d",
-                         ckpt_every=500, snapshot_every=500)
-    d = ThreeDConfig.__dataclass_fields__
-    p.add_argument("--render-size", type=int, default=d["render_size"].default,
-                   help="NeRF render size in px (upsampled to the VAE's resolution)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="views per step")
-    p.add_argument("--n-samples", type=int, default=d["n_samples"].default, help="samples per ray")
-    p.add_argument("--radius", type=float, default=d["radius"].default, help="bounding-sphere radius")
-    p.add_argument("--hidden", type=int, default=d["hidden"].default, help="foreground MLP width")
-    p.add_argument("--layers", type=int, default=d["n_hidden_layers"].default, help="foreground hidden layers")
-    p.add_argument("--grid", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
-                   help="hash-grid config override (tiny-cuda-nn keys), e.g. --grid n_levels=8")
-    p.add_argument("--density-activation", default=d["density_activation"].default,
-                   choices=["shifted_softplus", "softplus", "exp"])
-    p.add_argument("--density-bias", default=d["density_bias"].default,
-                   choices=["blob_magic3d", "blob_dreamfusion", "none"])
-    p.add_argument("--blob-scale", type=float, default=d["blob_scale"].default)
-    p.add_argument("--blob-std", type=float, default=d["blob_std"].default)
-    for k in _RANGES:
-        p.add_argument("--" + k.replace("_", "-"), type=float, nargs=2, metavar=("LO", "HI"),
-                       default=list(d[k].default), help=f"camera {k.split('_')[0]} range"
-                       + (" (degrees)" if k != "distance_range" else ""))
-    p.add_argument("--no-view-dependent", action="store_true", help="one prompt for every view")
-    p.add_argument("--snapshot-views", type=int, default=d["snapshot_views"].default)
+    add_distill_arguments(p, ThreeDConfig)
 
 
 def run_3d(args: argparse.Namespace) -> int:
-    cfg = ThreeDConfig(**common_config_kwargs(args), render_size=args.render_size, batch_size=args.batch_size,
-                       n_samples=args.n_samples, radius=args.radius, hidden=args.hidden,
-                       n_hidden_layers=args.layers, grid=dict(args.grid),
-                       density_activation=args.density_activation, density_bias=args.density_bias,
-                       blob_scale=args.blob_scale, blob_std=args.blob_std,
-                       **{k: tuple(getattr(args, k)) for k in _RANGES},
-                       view_dependent=not args.no_view_dependent, snapshot_views=args.snapshot_views)
+    if args.list_options:
+        print(list_options(args.list_options, ThreeDConfig))
+        return 0
+    cfg = distill_config_from_args(args, ThreeDConfig)
     m = distill_3d(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"{cfg.method}: {m['steps_done']} steps, {m['total_nfe']} NFE ({m['nfe_per_step']:.1f}/step), "
           f"{m['seconds']:.1f} s -> {Path(cfg.out) / 'final.png'}")

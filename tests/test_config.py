@@ -1,0 +1,252 @@
+"""One source of configuration (msdfast.config): the KEY=VALUE parser, coercion, the precedence rule
+(defaults < --config < flags < per-method options; a conflict is an error), --list-options, one-line CLI errors,
+and `--config RUN/config.json` replaying a run bit for bit on the CPU (tiny SD)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from msdfast.config import (add_job_arguments, coerce, config_from_args, dataclass_from_mapping, option,
+                            parse_key_value, parse_key_values)
+from msdfast.errors import UserInputError
+from msdfast.pipelines.image import ImageConfig
+from msdfast.testing.tiny_sd import tiny_sd_path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------- parser and coercion
+@pytest.mark.parametrize("text, key, value", [("chains=4", "chains", 4), ("bandwidth=0.05", "bandwidth", 0.05),
+                                               ("solver=stable", "solver", "stable"), ('solver="naive"', "solver", "naive"),
+                                               ("t_range=[0.1, 0.9]", "t_range", [0.1, 0.9]), ("clip=null", "clip", None),
+                                               ("shared_seed=true", "shared_seed", True), ("x=a=b", "x", "a=b")])
+def test_key_value_parser(text: str, key: str, value: Any) -> None:
+    assert parse_key_value(text, "--option") == (key, value)
+
+
+def test_key_value_errors_name_the_flag() -> None:
+    with pytest.raises(UserInputError, match=r"^--msd: expected KEY=VALUE, got 'chains'$"):
+        parse_key_value("chains", "--msd")
+    with pytest.raises(UserInputError, match="--option chains: given twice"):
+        parse_key_values(["chains=2", "chains=3"], "--option")
+
+
+@pytest.mark.parametrize("value, tp, expected", [("3", int, 3), (3.0, int, 3), ("1e-3", float, 1e-3), (2, float, 2.0),
+                                                  ([1, 2], tuple[float, float], (1.0, 2.0)), (None, float | None, None),
+                                                  ("false", bool, False), ({"a": 1}, dict[str, Any], {"a": 1})])
+def test_coerce(value: Any, tp: Any, expected: Any) -> None:
+    out = coerce(value, tp, "x")
+    assert out == expected and type(out) is type(expected)
+
+
+@pytest.mark.parametrize("value, tp, msg", [(2.7, int, "chains: expected an integer, got 2.7"),
+                                             (True, int, "expected an integer"),
+                                             ("nan", float, "chains: must be finite, got nan"),
+                                             (math.inf, float, "must be finite"), ("abc", float, "expected a number"),
+                                             ([1.0], tuple[float, float], "expected 2 values"),
+                                             (3, str, "expected a string")])
+def test_coerce_rejects_without_repair(value: Any, tp: Any, msg: str) -> None:
+    with pytest.raises(UserInputError, match=msg):
+        coerce(value, tp, "chains")
+
+
+@dataclasses.dataclass
+class _Job:
+    name: str = option(help="required name")
+    steps: int = option(10, help="steps")
+    scale: float = option(7.5, help="a scale")
+    kind: str = option("a", choices=("a", "b"), help="kind")
+    options: dict[str, Any] = option(default_factory=dict, flag="--option", help="per-method options")
+
+
+def _resolve(argv: list[str]) -> _Job:
+    p = argparse.ArgumentParser()
+    add_job_arguments(p, _Job, required=("name",))
+    return config_from_args(p.parse_args(argv), _Job, promoted=("scale",))
+
+
+def test_dataclass_from_mapping_names_source_and_key() -> None:
+    assert dataclass_from_mapping(_Job, {"name": "x", "steps": "3"}, "guidance") == _Job("x", 3)
+    with pytest.raises(UserInputError, match=r"guidance: unknown key 'stpes' \(valid: .*steps"):
+        dataclass_from_mapping(_Job, {"name": "x", "stpes": 3}, "guidance")
+    with pytest.raises(UserInputError, match="guidance: steps: expected an integer"):
+        dataclass_from_mapping(_Job, {"name": "x", "steps": 2.5}, "guidance")
+    with pytest.raises(UserInputError, match="guidance: kind: expected one of"):
+        dataclass_from_mapping(_Job, {"name": "x", "kind": "c"}, "guidance")
+    with pytest.raises(UserInputError, match="guidance: missing required key 'name'"):
+        dataclass_from_mapping(_Job, {}, "guidance")
+
+
+# ---------------------------------------------------------------------- precedence
+def test_precedence_file_then_flags_then_options(tmp_path: Path) -> None:
+    f = tmp_path / "job.yaml"
+    f.write_text("name: from-file\nsteps: 5\nscale: 3.0\noptions: {chains: 2, steps_inner: 4}\n")
+    cfg = _resolve(["--config", str(f)])
+    assert (cfg.name, cfg.steps, cfg.scale, cfg.options) == ("from-file", 5, 3.0, {"chains": 2, "steps_inner": 4})
+    cfg = _resolve(["--config", str(f), "--steps", "7", "--option", "chains=8"])   # flags beat the file, key-wise
+    assert (cfg.steps, cfg.options) == (7, {"chains": 8, "steps_inner": 4})
+    cfg = _resolve(["--config", str(f), "--option", "scale=2.5"])                  # a per-method option sets the field
+    assert cfg.scale == 2.5 and "scale" not in cfg.options
+
+
+def test_option_and_flag_for_one_setting_is_an_error(tmp_path: Path) -> None:
+    """issue 11 item 5: --option guidance_scale=... and --guidance-scale cannot both silently apply."""
+    with pytest.raises(UserInputError, match=r"--option scale=2.0 conflicts with scale=4.0"):
+        _resolve(["--name", "x", "--scale", "4", "--option", "scale=2"])
+    f = tmp_path / "job.json"
+    f.write_text(json.dumps({"name": "x", "scale": 4, "options": {"scale": 2}}))
+    with pytest.raises(UserInputError, match=r"job.json: options: scale=2.0 conflicts with scale=4"):
+        _resolve(["--config", str(f)])
+
+
+def test_flag_beats_the_files_per_method_option(tmp_path: Path) -> None:
+    f = tmp_path / "job.json"
+    f.write_text(json.dumps({"name": "x", "options": {"scale": 2}}))
+    cfg = _resolve(["--config", str(f), "--scale", "4"])   # the command line is above the file, whatever the form
+    assert cfg.scale == 4.0 and cfg.options == {}
+
+
+def test_missing_required_and_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match=r"^--name: required"):
+        _resolve([])
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "x",')
+    with pytest.raises(UserInputError, match=r"bad.json: not valid JSON \(line 1"):
+        _resolve(["--config", str(bad)])
+    with pytest.raises(UserInputError, match=r"nope.yaml: no such file"):
+        _resolve(["--config", str(tmp_path / "nope.yaml")])
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(UserInputError, match="list.yaml: expected a mapping"):
+        _resolve(["--config", str(tmp_path / "list.yaml")])
+
+
+def test_image_config_promotes_guidance_options() -> None:
+    from msdfast.pipelines.common import add_distill_arguments, distill_config_from_args
+
+    p = argparse.ArgumentParser()
+    add_distill_arguments(p, ImageConfig)
+    args = p.parse_args(["--model", "m", "--prompt", "p", "--option", "guidance_scale=3", "--option", "chains=2"])
+    cfg = distill_config_from_args(args, ImageConfig)
+    assert cfg.guidance_scale == 3.0 and cfg.options == {"chains": 2}
+    with pytest.raises(UserInputError, match="--option guidance_scale=3.0 conflicts with guidance_scale=7.5"):
+        distill_config_from_args(p.parse_args(["--model", "m", "--prompt", "p", "--guidance-scale", "7.5",
+                                               "--option", "guidance_scale=3"]), ImageConfig)
+    with pytest.raises(UserInputError, match=r"--option chainz: not an option of msd \(valid: .*chains"):
+        distill_config_from_args(p.parse_args(["--model", "m", "--prompt", "p", "--option", "chainz=2"]),
+                                 ImageConfig)
+
+
+# ---------------------------------------------------------------------- the command line (subprocess)
+def _msdfast(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "msdfast", *argv], capture_output=True, text=True, cwd=cwd,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
+                               "MSDFAST_CACHE": str(cwd or REPO / ".cache-test")}, timeout=300)
+
+
+def test_list_options_prints_type_default_and_doc_without_a_model() -> None:
+    r = _msdfast("image", "--list-options", "msd")
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.split()[:1] == ["chains"])
+    assert "int" in line and "(default: 1)" in line
+    assert "product samples" in r.stdout                      # the doc of chains
+    assert "guidance_scale" in r.stdout and "(default: 7.5)" in r.stdout   # the job's default, not the estimator's
+
+
+CLI_ERRORS = [
+    (["--steps", "abc"], "--steps"),
+    (["--seed", str(2**70)], "seed"),
+    (["--option", "chainz=2"], "--option chainz"),
+    (["--option", "chains=2.7"], "--option chains"),
+    (["--lr", "inf"], "--lr"),
+    (["--guidance-scale", "5", "--option", "guidance_scale=3"], "guidance_scale"),
+    (["--config", "missing.json"], "missing.json"),
+    (["--method", "foo"], "--method"),
+]
+
+
+@pytest.mark.parametrize("extra, named", CLI_ERRORS, ids=[c[1] for c in CLI_ERRORS])
+def test_user_errors_are_one_line_naming_the_argument(tmp_path: Path, extra: list[str], named: str) -> None:
+    from msdfast.cli import main
+
+    argv = ["image", "--model", str(tmp_path / "no-model"), "--prompt", "p", "--out", str(tmp_path / "run"), *extra]
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(argv)
+    lines = err.getvalue().strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and named in lines[0], lines
+    assert lines[0].startswith("msdfast image: error: ")
+    assert not (tmp_path / "run").exists()      # checked before anything is written or loaded
+
+
+def test_one_line_error_in_a_subprocess_and_traceback_with_debug(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    r = _msdfast("image", "--config", str(bad), cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "bad.json: not valid JSON" in r.stderr and "Traceback" not in r.stderr
+    r = _msdfast("image", "--config", str(bad), "--debug", cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" in r.stderr and "UserInputError" in r.stderr
+
+
+# ---------------------------------------------------------------------- run folder and replay
+def _image_argv(model: Path, out: Path, *extra: str) -> list[str]:
+    return ["image", "--model", str(model), "--prompt", "a red apple", "--method", "msd", "--steps", "3",
+            "--out", str(out), "--no-progress", "--ckpt-every", "0", "--snapshot-every", "1",
+            "--option", "chains=2", "--option", "steps=2", "--option", "bandwidth_schedule=constant",
+            "--seed", "5", "--lr", "0.03", *extra]
+
+
+def test_config_json_replays_the_run_bit_for_bit(tmp_path: Path, den, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("MSDFAST_CACHE", str(tmp_path / "cache"))
+    from msdfast.cli import main
+
+    model = tiny_sd_path(root=tmp_path.parent)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(_image_argv(model, a, "--psr-k", "0.9", "--field", "pixel", "--resolution", "32")) == 0
+    cfg = json.loads((a / "config.json").read_text())
+    run = cfg["run"]
+    assert run["model_path"] == str(model.resolve()) and len(run["model_hash"]) == 64
+    assert run["torch"] == torch.__version__ and {"diffusers", "transformers", "msdfast", "commit"} <= set(run)
+    assert run["estimator_options"]["chains"] == 2 and run["estimator_options"]["solver"] == "stable"
+    assert run["estimator_options"]["guidance_scale"] == 7.5 and run["estimator_options"]["psr_k"] == 0.9
+    assert set(run["backends"]) >= {"ddim_step", "chain_mean_shift"}
+    assert main(["image", "--config", str(a / "config.json"), "--out", str(b)]) == 0
+    assert (a / "final.png").read_bytes() == (b / "final.png").read_bytes()
+    la = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in la] == [0, 1, 2]
+    assert [r["loss"] for r in la] == [r["loss"] for r in lb] and [r["grad_norm"] for r in la] == [
+        r["grad_norm"] for r in lb]
+    cb = json.loads((b / "config.json").read_text())
+    assert {k: v for k, v in cfg.items() if k not in ("out", "run")} == {k: v for k, v in cb.items()
+                                                                          if k not in ("out", "run")}
+
+
+def test_metrics_jsonl_continues_on_resume(tmp_path: Path, den) -> None:  # noqa: ANN001
+    from msdfast.pipelines.image import distill_image
+
+    from test_image_pipeline import standin_factory
+
+    cfg = dict(model="unused", prompt="a red apple", method="sds", steps=4, seed=3, ckpt_every=1,
+               snapshot_every=2, progress=False)
+    distill_image(ImageConfig(out=str(tmp_path), **cfg), denoiser=den, estimator_factory=standin_factory,
+                  stop_after=2)
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+    distill_image(ImageConfig(out=str(tmp_path), **cfg), denoiser=den, estimator_factory=standin_factory,
+                  resume=True)
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2, 3]
+    from PIL import Image
+    strip = Image.open(tmp_path / "progress.png")
+    assert strip.height > 128      # a label band above the snapshots (steps 1, 2, 4)
