@@ -77,8 +77,9 @@ def test_cfg_is_one_batched_call_and_matches_formula(gauss):
     g = Guidance(gauss, cond=cond, uncond=uncond, scale=3.0)
     z = _z(6)
     gauss.stats.reset()
-    eps_c, eps_u, w = g.predict(z, 500)
-    assert [c.batch for c in gauss.stats.calls] == [12] and gauss.stats.nfe == 12
+    p = g.predict(z, 500)
+    eps_c, eps_u = p.eps_c, p.eps_u
+    assert p.w == 3.0 and [c.batch for c in gauss.stats.calls] == [12] and gauss.stats.nfe == 12
     torch.testing.assert_close(eps_c, gauss._eps(z, torch.full((6,), 500), cond.expand(6, 2)))
     torch.testing.assert_close(eps_u, gauss._eps(z, torch.full((6,), 500), None))
     # The guided step equals the reference formula eps_u + w (eps_c - eps_u).
@@ -94,24 +95,24 @@ def test_scale_one_is_pure_conditional_single_call(gauss):
     cond = torch.tensor([[0.3, 0.1]], dtype=torch.float64)
     g = Guidance(gauss, cond=cond, uncond=torch.zeros(1, 2, dtype=torch.float64), scale=1.0)
     gauss.stats.reset()
-    eps_c, eps_u, w = g.predict(_z(4), 300)
-    assert eps_u is None and w == 1.0 and gauss.stats.nfe == 4
+    p = g.predict(_z(4), 300)
+    assert p.eps_u is None and p.w == 1.0 and gauss.stats.nfe == 4
 
 
 def test_interval_guidance_switches_off_outside(gauss):
     g = Guidance(gauss, cond=torch.ones(1, 2, dtype=torch.float64), uncond=torch.zeros(1, 2, dtype=torch.float64),
                  scale=2.0, interval=(100, 600))
-    assert g.predict(_z(3), 700)[1] is None
-    assert g.predict(_z(3), 300)[1] is not None
+    assert g.predict(_z(3), 700).eps_u is None
+    assert g.predict(_z(3), 300).eps_u is not None
 
 
 def test_autoguidance_uses_the_guide_model(gauss):
     guide = GaussianDenoiser(torch.tensor([0.0, 0.0], dtype=torch.float64), 0.5)
     g = Guidance(gauss, guide=guide, scale=2.0)
     gauss.stats.reset()
-    eps_c, eps_u, w = g.predict(_z(5), 200)
+    p = g.predict(_z(5), 200)
     assert gauss.stats.nfe == 5 and guide.stats.nfe == 5
-    torch.testing.assert_close(eps_u, guide._eps(_z(5), torch.full((5,), 200), None))
+    torch.testing.assert_close(p.eps_u, guide._eps(_z(5), torch.full((5,), 200), None))
 
 
 def test_psr_scales_eps_by_the_factor(gauss):
@@ -159,3 +160,41 @@ def test_step_coefficients_eta_one_is_ddpm_posterior():
     beta_tilde = (1 - abn) / (1 - ab) * (1 - ab / abn)
     torch.testing.assert_close(coef[0, 6] ** 2, beta_tilde)
     torch.testing.assert_close(coef[0, 5] ** 2 + coef[0, 6] ** 2, 1 - abn)
+
+
+def test_a_batch_straddling_the_interval_is_guided_per_sample(gauss):
+    """Per-sample t across the interval edge: samples inside get w = scale, outside w = 1, in ONE prediction
+    and ONE fused step; each sample equals its own unbatched (python-int t) step."""
+    cond, uncond = torch.ones(1, 2, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64)
+    g = Guidance(gauss, cond=cond, uncond=uncond, scale=3.0, interval=(100, 600), psr_k=1.3, psr_s=0.7)
+    z = _z(4, seed=3)
+    t = torch.tensor([50, 300, 600, 800])
+    p = g.predict(z, t)
+    assert p.w.tolist() == [1.0, 3.0, 3.0, 1.0] and p.eps_u is not None
+    r = psr_factor(gauss.schedule.snr(t), 1.3, 0.7)
+    torch.testing.assert_close(p.r, r)
+    manual = r[:, None].double() * (p.eps_u + p.w[:, None].double() * (p.eps_c - p.eps_u))
+    torch.testing.assert_close(p.combined(), manual)
+    t_next = t - 40
+    out = guided_step(g, z, t, t_next)
+    for i in range(4):
+        one = guided_step(g, z[i:i + 1], int(t[i]), int(t_next[i]))
+        torch.testing.assert_close(out[i:i + 1], one, atol=1e-6, rtol=1e-6)
+    # outside-only samples as python ints cost one call; a per-sample batch always evaluates the pair
+    gauss.stats.reset()
+    g.predict(z, 800)
+    assert gauss.stats.nfe == 4
+
+
+def test_one_coefficient_builder_for_both_fused_ops(gauss):
+    from msdfast.samplers.guidance import coefficients
+    g = Guidance(gauss, cond=torch.ones(1, 2), uncond=torch.zeros(1, 2), scale=3.0, psr_k=1.5)
+    t = torch.tensor([100, 700])
+    step_tab = coefficients(g, 2, t, torch.device("cpu"), w=g.cfg_weight(t), t_next=t - 50)
+    grad_tab = coefficients(g, 2, t, torch.device("cpu"), w=g.cfg_weight(t), weight=0.5)
+    assert step_tab.shape == (2, len(ops.STEP_COLUMNS)) and grad_tab.shape == (2, len(ops.GRAD_COLUMNS))
+    # the guidance columns (w, r) are the same in both tables
+    torch.testing.assert_close(step_tab[:, :2], grad_tab[:, :2])
+    torch.testing.assert_close(grad_tab[:, 1], psr_factor(gauss.schedule.snr(t), 1.5))
+    with pytest.raises(ValueError, match="exactly one"):
+        coefficients(g, 2, t, torch.device("cpu"))

@@ -163,3 +163,17 @@ def test_edm_grid_and_heun_on_tree():
     assert p >= 0.9 and r >= 0.85, (p, r)
     euler = edm_sample(Guidance(den, cond=torch.tensor([0])), x, 8, heun=False, trajectory=True)
     assert len(euler) == 9 and torch.equal(euler[0], x)
+
+
+def test_ve_levels_straddling_the_interval_are_guided_per_sample():
+    """The EDM form judges the interval per sample at the nearest timestep of each level s: a batch across the
+    edge equals its samples denoised one by one."""
+    den, sch = tree_denoiser(), toy_schedule()
+    g = Guidance(den, cond=torch.tensor([0]), uncond=torch.tensor([2]), scale=2.5, interval=(100, 600))
+    t = torch.tensor([50, 300, 800])
+    s = sch.ve_sigma(t, dtype=torch.float64)
+    x = torch.randn(3, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 0.5
+    assert g.predict(x, s, ve=True).w.tolist() == [1.0, 2.5, 1.0]
+    d = g.denoise_ve(x, s)
+    for i in range(3):
+        torch.testing.assert_close(d[i:i + 1], g.denoise_ve(x[i:i + 1], float(s[i])))

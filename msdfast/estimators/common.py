@@ -1,9 +1,8 @@
 """What every score-distillation estimator shares: guidance options, time ranges, weightings, state.
 
 `GuidedEstimator` turns the common options into a `msdfast.samplers.guidance.Guidance` per call (the call's
-cond/uncond), resolves the timestep range, evaluates the weighting w(t) and gives checkpointable state.
-`multi_eps` evaluates several (z, t, condition) groups in ONE denoiser batch (ASD's and DSD's CFG-on-first,
-pure-conditional-on-second pairs: 3B inputs instead of two calls).
+cond/uncond: CFG, autoguidance, the guidance interval and PSR are computed there, per sample), resolves the
+timestep range, evaluates the weighting w(t) and gives checkpointable state.
 """
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from typing import Any, Sequence
 import torch
 
 from ..denoisers.base import Cond, Denoiser
-from ..samplers.guidance import Guidance, match_batch
+from ..samplers.guidance import Guidance
 from .base import Estimator, GradientEstimate
 
 WEIGHTINGS = ("sds", "uniform", "fantasia3d")
@@ -47,23 +46,6 @@ def weighting(kind: str, schedule: Any, t: torch.Tensor) -> torch.Tensor:
 def bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """A per-sample [B] tensor shaped to broadcast over like's trailing dims."""
     return v.to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
-
-
-def in_interval(t: torch.Tensor, interval: tuple[int, int] | None) -> torch.Tensor:
-    """Boolean [B]: t inside the guidance interval (all True without one)."""
-    if interval is None:
-        return torch.ones_like(t, dtype=torch.bool)
-    return (t >= interval[0]) & (t <= interval[1])
-
-
-def multi_eps(denoiser: Denoiser, parts: list[tuple[torch.Tensor, torch.Tensor, Cond]],
-              tag: str = "") -> list[torch.Tensor]:
-    """eps for several (z [B_i, ...], t [B_i], cond) groups from ONE batched denoiser call."""
-    z = torch.cat([p[0] for p in parts])
-    t = torch.cat([p[1] for p in parts])
-    cond = Denoiser.cat_cond([match_batch(p[2], p[0].shape[0]) for p in parts])
-    out = denoiser.eps(z, t, cond, tag=tag)
-    return list(out.split([p[0].shape[0] for p in parts]))
 
 
 class GuidedEstimator(Estimator):
@@ -144,50 +126,6 @@ class GuidedEstimator(Estimator):
                         self.guide if scale != 1.0 else None, self.guide_cond,
                         self.guidance_interval if interval else None,
                         self.psr_k if psr else 1.0, self.psr_s if psr else 1.0)
-
-    def guided_parts(self, z: torch.Tensor, t: torch.Tensor, cond: Cond, uncond: Cond,
-                     scale: float | None = None) -> tuple[list[tuple[torch.Tensor, torch.Tensor, Cond]], torch.Tensor]:
-        """Denoiser input groups for a guided prediction at per-sample t, and the per-sample CFG weight [B].
-
-        Returns ([(z, t, cond)] or [(z, t, cond), (z, t, uncond)], w [B]); samples of the batch outside the
-        guidance interval get w = 1 (the uncond prediction is then unused). Autoguidance (`guide`) is not
-        batchable with the main model: see `predict_guided`.
-        """
-        scale = self.guidance_scale if scale is None else float(scale)
-        w = torch.full_like(t, 1.0, dtype=torch.float32)
-        if scale == 1.0:
-            return [(z, t, cond)], w
-        if uncond is None:
-            raise ValueError("uncond: guidance_scale != 1 needs the unconditional condition (or a guide model)")
-        w = torch.where(in_interval(t, self.guidance_interval), torch.full_like(w, scale), w)
-        return [(z, t, cond), (z, t, uncond)], w
-
-    def psr_factor(self, t: torch.Tensor) -> torch.Tensor | float:
-        """PSR r_t per sample [B] (1.0 when off)."""
-        if self.psr_k == 1.0:
-            return 1.0
-        from ..schedule import psr_factor
-        return psr_factor(self.schedule.snr(t, device=t.device), self.psr_k, self.psr_s).to(torch.float32)
-
-    def predict_guided(self, z: torch.Tensor, t: torch.Tensor, cond: Cond, uncond: Cond,
-                       extra: list[tuple[torch.Tensor, torch.Tensor, Cond]] | None = None,
-                       tag: str = "") -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[torch.Tensor]]:
-        """(eps_c, eps_u or None, w [B], extra eps) with the guided groups and `extra` groups in ONE call.
-
-        With a `guide` model (autoguidance) the guide's prediction is a second call on the guide.
-        """
-        if self.cfg and self.guide is not None:
-            w = torch.where(in_interval(t, self.guidance_interval),
-                            torch.full_like(t, self.guidance_scale, dtype=torch.float32),
-                            torch.ones_like(t, dtype=torch.float32))
-            outs = multi_eps(self.denoiser, [(z, t, cond)] + list(extra or []), tag)
-            gcond = cond if self.guide_cond is None else self.guide_cond
-            eps_u = self.guide.eps(z, t, match_batch(gcond, z.shape[0], "guide_cond"), tag=tag)
-            return outs[0], eps_u, w, outs[1:]
-        parts, w = self.guided_parts(z, t, cond, uncond)
-        outs = multi_eps(self.denoiser, parts + list(extra or []), tag)
-        n = len(parts)
-        return outs[0], (outs[1] if n == 2 else None), w, outs[n:]
 
     def sample_t(self, batch: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
         """t ~ U{t_min..t_max} per sample (threestudio: randint(min_step, max_step + 1))."""

@@ -7,7 +7,8 @@ import torch
 
 from .. import ops
 from ..denoisers.base import Cond, Denoiser
-from .common import GuidedEstimator, bcast, weighting
+from ..samplers.guidance import coefficients, guided_eps, step
+from .common import GuidedEstimator, weighting
 
 FORMS = ("interp", "2d")
 
@@ -115,17 +116,13 @@ class DSD(GuidedEstimator):
             if self._same(c, cond) and self._same(u, uncond):
                 return p
         guidance = self.guidance(cond, uncond, scale=self.seed_guidance_scale)
-        sch = self.schedule
-        pairs = sch.sampling_pairs(self.ddim_steps, "trailing")
+        pairs = self.schedule.sampling_pairs(self.ddim_steps, "trailing")
         z, zs, es = seed, [], []
-        for t, tn in pairs:
-            eps = guidance.eps(z, t, tag="dsd-path")
+        for t, tn in pairs:   # the seed's guided DDIM ODE, on the shared guided step
+            pred = guidance.predict(z, t, tag="dsd-path")
             zs.append(z)
-            es.append(eps)
-            coef = ops.step_coefficients(z.shape[0], sch.alpha(t, device=z.device), sch.sigma(t, device=z.device),
-                                         sch.alpha(tn, device=z.device), sch.sigma(tn, device=z.device),
-                                         device=z.device)
-            z = ops.ddim_step(z, eps.to(z.dtype), coef)
+            es.append(pred.combined())
+            z = step(guidance, z, pred, t, tn)
         p = SeedPath([t for t, _ in pairs], torch.stack(zs), torch.stack(es))
         self._cache.insert(0, (cond, uncond, p))
         del self._cache[self.cache_size:]
@@ -188,13 +185,13 @@ class DSD(GuidedEstimator):
             if uncond is None:
                 raise ValueError("uncond: target_guidance_scale != 1 needs the unconditional condition")
             extra.append((zz[B:], td, uncond))
-        eps_c, eps_u, w, ext = self.predict_guided(zz[:B], t, cond, uncond, extra=extra, tag=self.name)
-        target = ext[0] if len(ext) == 1 else ext[1] + self.target_guidance_scale * (ext[0] - ext[1])
-        r_d = self.psr_factor(td)
-        if not isinstance(r_d, float):
-            target = target * bcast(r_d, target)
-        coef = ops.grad_coefficients(B, weight, guidance_scale=w, psr=self.psr_factor(t), device=dev)
-        g, _, norm = ops.distill_grad(eps_c, target, coef, eps_u=eps_u, clip=self.clip)
+        guidance = self.guidance(cond, uncond)
+        pred = guidance.predict(zz[:B], t, extra=extra, tag=self.name)
+        ext = pred.extra   # the target: CFG target_guidance_scale at t+delta, then PSR
+        target = guided_eps(ext[0], ext[1] if len(ext) == 2 else None, self.target_guidance_scale,
+                            guidance.psr(td, dev))
+        coef = coefficients(guidance, B, t, dev, w=pred.w, r=pred.r, weight=weight)
+        g, _, norm = ops.distill_grad(pred.eps_c, target, coef, eps_u=pred.eps_u, clip=self.clip)
         return g, {"t": t, "t_delta": td, "grid_k": k, "grad_norm": norm}
 
     # ------------------------------------------------------------------ state

@@ -9,6 +9,7 @@ import torch
 from .. import ops
 from ..denoisers.base import Cond, Denoiser
 from ..samplers.ddim import ddim_invert
+from ..samplers.guidance import coefficients
 from .common import GuidedEstimator, bcast, weighting
 
 
@@ -61,8 +62,8 @@ class SDI(GuidedEstimator):
             n = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
             eps = math.sqrt(1 - self.eta**2) * eps + self.eta * n
             z = ops.noise_to_levels(x, eps, sch.alpha(t, device=dev)[:, None], sch.sigma(t, device=dev)[:, None])
-        eps_c, eps_u, w, _ = self.predict_guided(z, t, cond, uncond, tag=self.name)
-        coef = ops.grad_coefficients(B, weighting(self.weighting, sch, t), guidance_scale=w,
-                                     psr=self.psr_factor(t), device=dev)
-        g, _, norm = ops.distill_grad(eps_c, eps, coef, eps_u=eps_u, clip=self.clip)
+        guidance = self.guidance(cond, uncond)
+        pred = guidance.predict(z, t, tag=self.name)
+        coef = coefficients(guidance, B, t, dev, w=pred.w, r=pred.r, weight=weighting(self.weighting, sch, t))
+        g, _, norm = ops.distill_grad(pred.eps_c, eps, coef, eps_u=pred.eps_u, clip=self.clip)
         return g, {"t": t, "grad_norm": norm, "inversion_guidance_scale": w_inv}

@@ -7,6 +7,7 @@ import torch
 
 from .. import ops
 from ..denoisers.base import Cond, Denoiser
+from ..samplers.guidance import coefficients, guided_eps
 from .common import GuidedEstimator, weighting
 
 
@@ -31,10 +32,10 @@ class SDS(GuidedEstimator):
         eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         sch = self.schedule
         z = ops.noise_to_levels(x, eps, sch.alpha(t, device=x.device)[:, None], sch.sigma(t, device=x.device)[:, None])
-        eps_c, eps_u, w, _ = self.predict_guided(z, t, cond, uncond, tag=self.name)
-        coef = ops.grad_coefficients(B, weighting(self.weighting, sch, t), guidance_scale=w,
-                                     psr=self.psr_factor(t), device=x.device)
-        g, _, norm = ops.distill_grad(eps_c, eps, coef, eps_u=eps_u, clip=self.clip)
+        guidance = self.guidance(cond, uncond)
+        pred = guidance.predict(z, t, tag=self.name)
+        coef = coefficients(guidance, B, t, x.device, w=pred.w, r=pred.r, weight=weighting(self.weighting, sch, t))
+        g, _, norm = ops.distill_grad(pred.eps_c, eps, coef, eps_u=pred.eps_u, clip=self.clip)
         return g, {"t": t, "grad_norm": norm}
 
 
@@ -67,11 +68,9 @@ class ASD(GuidedEstimator):
         eps = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
         tt = torch.stack([t, tp], dim=1)
         z = ops.noise_to_levels(x, eps, sch.alpha(tt, device=dev), sch.sigma(tt, device=dev))
-        eps_c, eps_u, w, (eps_p,) = self.predict_guided(z[:B], t, cond, uncond, extra=[(z[B:], tp, cond)],
-                                                        tag=self.name)
-        r_p = self.psr_factor(tp)
-        target = eps_p if isinstance(r_p, float) else eps_p * r_p.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-        coef = ops.grad_coefficients(B, weighting(self.weighting, sch, t), guidance_scale=w,
-                                     psr=self.psr_factor(t), device=dev)
-        g, _, norm = ops.distill_grad(eps_c, target, coef, eps_u=eps_u, clip=self.clip)
+        guidance = self.guidance(cond, uncond)
+        pred = guidance.predict(z[:B], t, extra=[(z[B:], tp, cond)], tag=self.name)
+        target = guided_eps(pred.extra[0], None, r=guidance.psr(tp, dev))   # pure conditional at t+, PSR'd
+        coef = coefficients(guidance, B, t, dev, w=pred.w, r=pred.r, weight=weighting(self.weighting, sch, t))
+        g, _, norm = ops.distill_grad(pred.eps_c, target, coef, eps_u=pred.eps_u, clip=self.clip)
         return g, {"t": t, "t_plus": tp, "grad_norm": norm}

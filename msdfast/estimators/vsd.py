@@ -10,6 +10,7 @@ from torch import nn
 
 from .. import ops
 from ..denoisers.base import Cond, Denoiser
+from ..samplers.guidance import coefficients
 from .common import GuidedEstimator, weighting
 
 
@@ -105,11 +106,12 @@ class VSD(GuidedEstimator):
         t = self.sample_t(B, dev, generator)
         eps = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
         z = ops.noise_to_levels(x, eps, sch.alpha(t, device=dev)[:, None], sch.sigma(t, device=dev)[:, None])
-        eps_c, eps_u, w, _ = self.predict_guided(z, t, cond, uncond, tag=self.name)
+        guidance = self.guidance(cond, uncond)
+        pred = guidance.predict(z, t, tag=self.name)
         eps_phi = self.phi(z, t, cond).detach()
-        coef = ops.grad_coefficients(B, weighting(self.weighting, sch, t), guidance_scale=w,
-                                     psr=self.psr_factor(t), device=dev)
-        g, _, norm = ops.distill_grad(eps_c, eps_phi.to(eps_c.dtype), coef, eps_u=eps_u, clip=self.clip)
+        coef = coefficients(guidance, B, t, dev, w=pred.w, r=pred.r, weight=weighting(self.weighting, sch, t))
+        g, _, norm = ops.distill_grad(pred.eps_c, eps_phi.to(pred.eps_c.dtype), coef, eps_u=pred.eps_u,
+                                      clip=self.clip)
         phi_loss = self._train_phi(x, cond, generator)
         return g, {"t": t, "grad_norm": norm, "phi_loss": phi_loss,
                    "phi_evals": B + self.phi_steps * self.phi_batch * B}

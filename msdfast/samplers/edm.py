@@ -3,18 +3,18 @@
 dx/ds = (x - D(x; s)) / s = eps(x; s). The noise levels follow EDM's rho-spaced grid
     s_i = (s_max^(1/rho) + i / (N - 1) (s_min^(1/rho) - s_max^(1/rho)))^rho,  i = 0..N-1,  s_N = 0,
 with the public toy defaults N = 32, s in [0.002, 5], rho = 7 (started from data noised to s_max,
-or from s_max * N(0, I)). D is the guided, PSR-rescaled denoiser `Guidance.denoise_ve` (CFG, autoguidance,
-limited interval, PSR). An Euler step x' = x + (s' - s) eps is the DDIM step in VE form (alpha = 1,
-sigma = s), so every update runs through the fused op `ops.ddim_step`; Heun's second-order correction
-averages eps at both ends (skipped on the last step, to s = 0).
+or from s_max * N(0, I)). eps is the guided, PSR-rescaled prediction of `Guidance.predict(..., ve=True)` (CFG,
+autoguidance, limited interval, PSR: the one guidance). An Euler step x' = x + (s' - s) eps is the DDIM step in
+VE form (alpha = 1, sigma = s), so every update is the shared guided step (`samplers.guidance.step`, the fused
+op `ops.ddim_step`); Heun's second-order correction averages eps at both ends (skipped on the last step, to
+s = 0).
 """
 from __future__ import annotations
 
 import torch
 from tqdm.auto import tqdm
 
-from .. import ops
-from .guidance import Guidance
+from .guidance import Guidance, GuidedEps, step
 
 __all__ = ["edm_sigmas", "edm_sample"]
 
@@ -34,15 +34,6 @@ def edm_sigmas(num_steps: int = 32, sigma_min: float = 0.002, sigma_max: float =
     return torch.cat([s, s.new_zeros(1)])
 
 
-def _eps(guidance: Guidance, x: torch.Tensor, s: float, tag: str) -> torch.Tensor:
-    return (x - guidance.denoise_ve(x, s, tag=tag)) / s
-
-
-def _step(x: torch.Tensor, eps: torch.Tensor, s: float, s_next: float) -> torch.Tensor:
-    coef = ops.step_coefficients(x.shape[0], 1.0, s, 1.0, s_next, device=x.device)
-    return ops.ddim_step(x, eps, coef)
-
-
 def edm_sample(guidance: Guidance, x: torch.Tensor, num_steps: int = 32, *, sigma_min: float = 0.002,
                sigma_max: float = 5.0, rho: float = 7.0, heun: bool = True, progress: bool = False,
                trajectory: bool = False) -> torch.Tensor | list[torch.Tensor]:
@@ -57,11 +48,12 @@ def edm_sample(guidance: Guidance, x: torch.Tensor, num_steps: int = 32, *, sigm
     traj = [x]
     for i, (s, s_next) in enumerate(tqdm(list(zip(sig[:-1], sig[1:])), disable=not progress, desc="edm",
                                          leave=False)):
-        eps = _eps(guidance, x, s, "sample")
-        x_next = _step(x, eps, s, s_next)
+        pred = guidance.predict(x, s, ve=True, tag="sample")
+        x_next = step(guidance, x, pred, s, s_next, ve=True)
         if heun and s_next > 0:
-            eps = 0.5 * (eps + _eps(guidance, x_next, s_next, "sample"))
-            x_next = _step(x, eps, s, s_next)
+            pred_next = guidance.predict(x_next, s_next, ve=True, tag="sample")
+            mean = GuidedEps(0.5 * (pred.combined() + pred_next.combined()), None)
+            x_next = step(guidance, x, mean, s, s_next, ve=True)
         x = x_next
         if trajectory:
             traj.append(x)

@@ -32,7 +32,6 @@ from typing import Any, Callable
 
 import torch
 
-from .. import ops
 from ..denoisers.gmm import GMMDenoiser
 from .ddim import ddim_invert
 from .guidance import Guidance, guided_step
@@ -97,16 +96,14 @@ def naive_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: in
     xr = _rep(x, chains)
     z = torch.randn(xr.shape, generator=generator, device=dev, dtype=x.dtype)
     for t, tn in zip(grid[::-1][:-1], grid[::-1][1:]):
-        eps = guidance.eps(z, t, tag="msd-naive")
+        kernel = None   # the kernel score's eps-form term, added to the guided eps by the shared step
         if _in(t, kernel_interval):
             if naive_form == "eq12":
-                eps = eps - (xr - z) / (lam * lam)
+                kernel = -((xr - z) / (lam * lam))
             else:
                 a, s = sch.alpha(t, device=dev).to(x.dtype), sch.sigma(t, device=dev).to(x.dtype)
-                eps = eps - s * (a * xr - z) / (lam * lam)
-        coef = ops.step_coefficients(z.shape[0], sch.alpha(t, device=dev), sch.sigma(t, device=dev),
-                                     sch.alpha(tn, device=dev), sch.sigma(tn, device=dev), device=dev)
-        z = ops.ddim_step(z, eps.to(z.dtype), coef)
+                kernel = -(s * (a * xr - z) / (lam * lam))
+        z = guided_step(guidance, z, t, tn, offset=kernel, tag="msd-naive")
     return z, {"grid": grid}
 
 
