@@ -11,7 +11,7 @@ from msdfast.denoisers.gmm import GMMDenoiser
 from msdfast.estimators import build
 from msdfast.samplers.guidance import Guidance, guided_step
 from msdfast.estimators.bandwidth import BandwidthSchedule
-from msdfast.samplers.product import product_grid, stable_product
+from msdfast.samplers.product import StableOptions, product_grid, stable_product
 from msdfast.schedule import toy_schedule
 from msdfast.toy.datasets import tree_gmm
 from msdfast.toy.models import tree_denoiser
@@ -79,7 +79,7 @@ def test_stable_solver_limits() -> None:
     den = GMMDenoiser(small_gmm())
     x = torch.tensor([[0.35, 0.3], [0.0, 0.0]], dtype=torch.float64)
     g = Guidance(den)
-    y, _ = stable_product(g, x, 1e6, chains=2, steps=8, generator=gen(4))
+    y, _ = stable_product(g, x, 1e6, StableOptions(chains=2, steps=8), generator=gen(4))
     noise = torch.randn(4, 2, dtype=torch.float64, generator=gen(4))
     grid = product_grid(g, 8)
     assert grid == [-1, 124, 249, 374, 499, 624, 749, 874, 999]
@@ -87,7 +87,7 @@ def test_stable_solver_limits() -> None:
     for t, tn in zip(grid[::-1][:-1], grid[::-1][1:]):
         z = guided_step(g, z, t, tn)
     torch.testing.assert_close(y, z, atol=1e-6, rtol=1e-6)
-    y0, _ = stable_product(g, x, 1e-3, chains=2, steps=8, generator=gen(4))
+    y0, _ = stable_product(g, x, 1e-3, StableOptions(chains=2, steps=8), generator=gen(4))
     torch.testing.assert_close(y0, x.repeat(2, 1), atol=1e-9, rtol=0)
 
 
@@ -97,10 +97,10 @@ def test_stable_kernel_interval_switches_the_pull_off_outside() -> None:
     den = GMMDenoiser(small_gmm())
     x = torch.tensor([[0.35, 0.3]], dtype=torch.float64)
     g = Guidance(den)
-    free, _ = stable_product(g, x, 1e6, chains=3, steps=5, generator=gen(11))
-    off, _ = stable_product(g, x, 0.3, chains=3, steps=5, kernel_interval=(1000, 1000), generator=gen(11))
-    full, _ = stable_product(g, x, 0.3, chains=3, steps=5, generator=gen(11))
-    on, _ = stable_product(g, x, 0.3, chains=3, steps=5, kernel_interval=(0, 999), generator=gen(11))
+    free, _ = stable_product(g, x, 1e6, StableOptions(chains=3, steps=5), generator=gen(11))
+    off, _ = stable_product(g, x, 0.3, StableOptions(chains=3, steps=5, kernel_interval=(1000, 1000)), generator=gen(11))
+    full, _ = stable_product(g, x, 0.3, StableOptions(chains=3, steps=5), generator=gen(11))
+    on, _ = stable_product(g, x, 0.3, StableOptions(chains=3, steps=5, kernel_interval=(0, 999)), generator=gen(11))
     torch.testing.assert_close(off, free, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(on, full, atol=0, rtol=0)
     assert (full - free).abs().max() > 1e-2
@@ -256,3 +256,29 @@ def test_noised_stable_solver_tracks_the_mean_shift_where_the_paper_unit_collaps
 
     assert rel_err() > 0.8
     assert rel_err(kernel_time="noised", centers="scaled") < 0.3
+
+
+def test_each_solver_takes_one_options_dataclass_and_names_unknown_options() -> None:
+    from msdfast.errors import UserInputError
+    from msdfast.samplers.product import SOLVER_OPTIONS, NaiveOptions, product_sample, solver_options
+
+    assert solver_options("naive", chains=2, naive_form="eq12") == NaiveOptions(chains=2, naive_form="eq12")
+    with pytest.raises(UserInputError, match=r"^kernel_time: not an option of the naive solver \(valid: chains, "
+                                             r"steps, t_top, kernel_interval, naive_form\)$"):
+        solver_options("naive", kernel_time="sigma")
+    with pytest.raises(UserInputError, match="chains: not an option of the tweedie solver"):
+        solver_options("tweedie", chains=3)
+    with pytest.raises(UserInputError, match="centers: expected one of"):
+        solver_options("stable", centers="middle")
+    with pytest.raises(UserInputError, match="kernel_interval"):
+        solver_options("stable", kernel_interval=(5, 1))
+    with pytest.raises(UserInputError, match="solver"):
+        solver_options("heun")
+    assert set(SOLVER_OPTIONS) == {"stable", "naive", "posterior", "tweedie", "exact"}
+    den = tree_denoiser()
+    x = torch.zeros(2, 2)
+    with pytest.raises(TypeError, match="StableOptions"):
+        product_sample("stable", Guidance(den, torch.zeros(2, dtype=torch.long)), x, 0.3, NaiveOptions())
+    # the estimator validates its solver's options when built, before any call
+    with pytest.raises(UserInputError, match="naive_form"):
+        build("msd", den, solver="naive", naive_form="paper")

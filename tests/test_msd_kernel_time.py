@@ -20,7 +20,8 @@ import torch
 
 from estimator_helpers import GaussianDenoiser
 from msdfast.samplers.guidance import Guidance
-from msdfast.samplers.product import KERNEL_TIMES, kernel_decay, naive_product, stable_product
+from msdfast.samplers.product import (KERNEL_TIMES, NaiveOptions, StableOptions, kernel_decay, naive_product,
+                                      stable_product)
 from msdfast.schedule import TOY_S_MAX, TOY_S_MIN, toy_schedule
 
 scipy_integrate = pytest.importorskip("scipy.integrate")
@@ -56,8 +57,9 @@ def composite_ode(kernel_time: str, lam: float, x0: np.ndarray, x_top: np.ndarra
 def run(kernel_time: str, lam: float, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """(solver output, composite-ODE reference from the solver's own start z_T = c_T + (eps - c_T) d0)."""
     sch = toy_schedule()
-    y, info = stable_product(Guidance(GaussianDenoiser(sch, mu=MU, v=V)), X, lam, steps=steps,
-                             kernel_time=kernel_time, centers="scaled", generator=torch.Generator().manual_seed(0))
+    y, info = stable_product(Guidance(GaussianDenoiser(sch, mu=MU, v=V)), X, lam,
+                             StableOptions(steps=steps, kernel_time=kernel_time, centers="scaled"),
+                             generator=torch.Generator().manual_seed(0))
     eps = torch.randn(X.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     desc = info["grid"][::-1]
     d0 = 1.0 if kernel_time == "noised" else kernel_decay(sch, lam, kernel_time)(desc[0], desc[1])
@@ -110,17 +112,19 @@ def test_naive_one_step_closed_form(form: str) -> None:
     eps_tot = eps - sigma (alpha x - z) / lambda^2 ("score") or eps - (x - z) / lambda^2 ("eq12")."""
     sch, lam = toy_schedule(), 3.0
     den = GaussianDenoiser(sch, mu=MU, v=V)
-    y, _ = naive_product(Guidance(den), X, lam, steps=1, naive_form=form, generator=torch.Generator().manual_seed(1))
+    y, _ = naive_product(Guidance(den), X, lam, NaiveOptions(steps=1, naive_form=form),
+                         generator=torch.Generator().manual_seed(1))
     z = torch.randn(X.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     a, s = float(sch.alpha(999, dtype=torch.float64)), float(sch.sigma(999, dtype=torch.float64))
     eps = s * (z - a * MU) / (a * a * V + s * s)
     eps_tot = eps - (s * (a * X - z) if form == "score" else (X - z)) / lam**2
     torch.testing.assert_close(y, (z - s * eps_tot) / a, rtol=1e-5, atol=1e-5)   # float32 schedule tables
-    other, _ = naive_product(Guidance(den), X, lam, steps=1, naive_form="eq12" if form == "score" else "score",
+    other, _ = naive_product(Guidance(den), X, lam,
+                             NaiveOptions(steps=1, naive_form="eq12" if form == "score" else "score"),
                              generator=torch.Generator().manual_seed(1))
     assert (other - y).abs().max() > 1e-2
 
 
 def test_naive_form_is_validated() -> None:
     with pytest.raises(ValueError, match="naive_form"):
-        naive_product(Guidance(GaussianDenoiser(toy_schedule())), X, 1.0, naive_form="paper")
+        naive_product(Guidance(GaussianDenoiser(toy_schedule())), X, 1.0, NaiveOptions(naive_form="paper"))

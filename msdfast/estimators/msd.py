@@ -1,6 +1,7 @@
 """MSD: mean-shift distillation (MSD paper sec. 3-4, Algorithm 2; MATH.md sec. 2)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -8,7 +9,8 @@ import torch
 
 from .. import ops
 from ..denoisers.base import Cond, Denoiser
-from ..samplers.product import KERNEL_TIMES, NAIVE_FORMS, SOLVERS, product_sample
+from ..errors import UserInputError
+from ..samplers.product import SOLVER_OPTIONS, SOLVERS, product_sample, solver_options
 from .bandwidth import BandwidthSchedule
 from .common import GuidedEstimator
 
@@ -68,27 +70,18 @@ class MSD(GuidedEstimator):
                  kernel_time: str = "tau", centers: str = "inversion", naive_form: str = "score",
                  **options: Any) -> None:
         super().__init__(denoiser, **options)
-        if solver not in SOLVERS:
-            raise ValueError(f"solver: expected one of {SOLVERS}, got {solver!r}")
-        if int(chains) < 1:
-            raise ValueError(f"chains: must be >= 1, got {chains}")
-        if int(steps) < 1 or int(steps) > self.t_max + 1:
-            raise ValueError(f"steps: must be in [1, {self.t_max + 1}], got {steps}")
-        if kernel_interval is not None and (len(kernel_interval) != 2 or kernel_interval[0] > kernel_interval[1]):
-            raise ValueError(f"kernel_interval: expected (t_lo, t_hi) with t_lo <= t_hi, got {kernel_interval!r}")
+        if int(steps) > self.t_max + 1:
+            raise UserInputError(f"steps: must be in [1, {self.t_max + 1}], got {steps}")
+        # the chosen solver's options dataclass (validated here, before any call); the others are ignored
+        given = {"chains": chains, "steps": steps, "t_top": self.t_max, "kernel_interval": kernel_interval,
+                 "kernel_time": kernel_time, "centers": centers, "naive_form": naive_form}
+        if solver not in SOLVER_OPTIONS:
+            raise UserInputError(f"solver: expected one of {SOLVERS}, got {solver!r}")
+        fields = {f.name for f in dataclasses.fields(SOLVER_OPTIONS[solver])}
+        self.solver_options = solver_options(solver, **{k: v for k, v in given.items() if k in fields})
         self.solver, self.chains, self.steps = solver, int(chains), int(steps)
         self.bandwidth = BandwidthSchedule(float(bandwidth), bandwidth_schedule, lambda_end, float(lambda_min))
-        self.kernel_interval = None if kernel_interval is None else tuple(int(v) for v in kernel_interval)
         self.inversion_guidance_scale = float(inversion_guidance_scale)
-        if kernel_time not in KERNEL_TIMES:
-            raise ValueError(f"kernel_time: expected one of {KERNEL_TIMES}, got {kernel_time!r}")
-        self.kernel_time = kernel_time
-        if centers not in ("inversion", "scaled"):
-            raise ValueError(f"centers: expected 'inversion' or 'scaled', got {centers!r}")
-        self.centers = centers
-        if naive_form not in NAIVE_FORMS:
-            raise ValueError(f"naive_form: expected one of {NAIVE_FORMS}, got {naive_form!r}")
-        self.naive_form = naive_form
 
     @property
     def lam(self) -> float:
@@ -106,15 +99,11 @@ class MSD(GuidedEstimator):
         if self.finished:
             return torch.zeros_like(x), {"lambda": lam, "lambda_min": self.bandwidth.lambda_min, "finished": True}
         guidance = self.guidance(cond, uncond)
-        opts: dict[str, Any] = {"chains": self.chains, "steps": self.steps, "generator": generator}
-        if self.solver in ("stable", "naive"):
-            opts.update(t_top=self.t_max, kernel_interval=self.kernel_interval)
-        if self.solver == "stable":
-            opts["inversion"] = self.guidance(cond, uncond, scale=self.inversion_guidance_scale, psr=False)
-            opts.update(kernel_time=self.kernel_time, centers=self.centers)
-        if self.solver == "naive":
-            opts["naive_form"] = self.naive_form
-        y, info = product_sample(self.solver, guidance, x, lam, **opts)
+        inversion = None
+        if self.solver == "stable" and self.solver_options.centers == "inversion":
+            inversion = self.guidance(cond, uncond, scale=self.inversion_guidance_scale, psr=False)
+        y, info = product_sample(self.solver, guidance, x, lam, self.solver_options, inversion=inversion,
+                                 generator=generator)
         g = ops.chain_mean_shift(y, x)
         info = {k: v for k, v in info.items() if k in ("t_lambda", "lambda_eff", "grid")}
         info.update({"lambda": lam, "lambda_min": self.bandwidth.lambda_min, "finished": False, "samples": y})

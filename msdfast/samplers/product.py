@@ -27,16 +27,113 @@ Solvers (all on the one fused step `guided_step` = predict + `ops.ddim_step`):
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from ..denoisers.gmm import GMMDenoiser
+from ..errors import UserInputError
 from .ddim import ddim_invert
 from .guidance import Guidance, guided_step
 
 SOLVERS = ("stable", "naive", "posterior", "tweedie", "exact")
+NAIVE_FORMS = ("score", "eq12")
+KERNEL_TIMES = ("sigma", "t", "tau", "noised")
+CENTERS = ("inversion", "scaled")
+
+
+# ---------------------------------------------------------------------- options: one dataclass per solver
+def _interval(name: str, v: Any) -> tuple[int, int] | None:
+    if v is None:
+        return None
+    if len(v) != 2 or v[0] > v[1]:
+        raise UserInputError(f"{name}: expected (t_lo, t_hi) with t_lo <= t_hi, got {v!r}")
+    return (int(v[0]), int(v[1]))
+
+
+def _choice(name: str, v: Any, valid: tuple[str, ...]) -> None:
+    if v not in valid:
+        raise UserInputError(f"{name}: expected one of {valid}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class TweedieOptions:
+    """The tweedie solver has no options (one NFE, one "chain")."""
+
+
+@dataclass(frozen=True)
+class ExactOptions:
+    """chains: N exact samples per element of x."""
+
+    chains: int = 1
+
+    def __post_init__(self) -> None:
+        if int(self.chains) < 1:
+            raise UserInputError(f"chains: must be >= 1, got {self.chains}")
+
+
+@dataclass(frozen=True)
+class PosteriorOptions(ExactOptions):
+    """chains: N samples per element; steps: at most this many DDPM steps below t_lambda."""
+
+    steps: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if int(self.steps) < 1:
+            raise UserInputError(f"steps: must be >= 1, got {self.steps}")
+
+
+@dataclass(frozen=True)
+class NaiveOptions(PosteriorOptions):
+    """chains, steps; t_top: the grid's top timestep (default T - 1); kernel_interval: (t_lo, t_hi), the kernel
+    term only for steps starting inside; naive_form: "score" | "eq12" (see `naive_product`)."""
+
+    t_top: int | None = None
+    kernel_interval: tuple[int, int] | None = None
+    naive_form: str = "score"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "kernel_interval", _interval("kernel_interval", self.kernel_interval))
+        _choice("naive_form", self.naive_form, NAIVE_FORMS)
+
+
+@dataclass(frozen=True)
+class StableOptions(PosteriorOptions):
+    """chains, steps, t_top, kernel_interval (as `NaiveOptions`); kernel_time: "sigma" | "t" | "tau" | "noised";
+    centers: "inversion" | "scaled" (see `stable_product`)."""
+
+    t_top: int | None = None
+    kernel_interval: tuple[int, int] | None = None
+    kernel_time: str = "tau"
+    centers: str = "inversion"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "kernel_interval", _interval("kernel_interval", self.kernel_interval))
+        _choice("kernel_time", self.kernel_time, KERNEL_TIMES)
+        _choice("centers", self.centers, CENTERS)
+
+
+SOLVER_OPTIONS: dict[str, type] = {"stable": StableOptions, "naive": NaiveOptions, "posterior": PosteriorOptions,
+                                   "tweedie": TweedieOptions, "exact": ExactOptions}
+
+
+def solver_options(solver: str, **options: Any) -> Any:
+    """The options dataclass of `solver` from keyword options; an unknown option is a one-line UserInputError
+    naming it and listing the valid ones."""
+    if solver not in SOLVER_OPTIONS:
+        raise UserInputError(f"solver: expected one of {SOLVERS}, got {solver!r}")
+    cls = SOLVER_OPTIONS[solver]
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for k in options:
+        if k not in valid:
+            raise UserInputError(f"{k}: not an option of the {solver} solver (valid: {', '.join(valid) or 'none'})")
+    return cls(**options)
 
 
 def _rep(c: torch.Tensor, n: int) -> torch.Tensor:
@@ -44,15 +141,11 @@ def _rep(c: torch.Tensor, n: int) -> torch.Tensor:
     return c.repeat(n, *([1] * (c.ndim - 1))) if n > 1 else c
 
 
-def _check(x: torch.Tensor, lam: float, chains: int, steps: int) -> None:
+def _check(x: torch.Tensor, lam: float) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
         raise ValueError("x: expected a batch tensor [B, ...]")
     if not (isinstance(lam, (int, float)) and lam > 0 and math.isfinite(lam)):
         raise ValueError(f"lam: the bandwidth must be a positive finite number, got {lam!r}")
-    if int(chains) < 1:
-        raise ValueError(f"chains: must be >= 1, got {chains}")
-    if int(steps) < 1:
-        raise ValueError(f"steps: must be >= 1, got {steps}")
 
 
 def product_grid(guidance: Guidance, steps: int, t_top: int | None = None) -> list[int]:
@@ -70,12 +163,8 @@ def _in(t: int, interval: tuple[int, int] | None) -> bool:
     return interval is None or interval[0] <= t <= interval[1]
 
 
-NAIVE_FORMS = ("score", "eq12")
 
-
-def naive_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: int = 1, steps: int = 10,
-                  t_top: int | None = None, kernel_interval: tuple[int, int] | None = None,
-                  naive_form: str = "score",
+def naive_product(guidance: Guidance, x: torch.Tensor, lam: float, options: NaiveOptions = NaiveOptions(), *,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """Naive product solver: DDIM on the composite eps of MSD paper eq. 12 (Algorithm 2, first ODESolver).
 
@@ -88,17 +177,16 @@ def naive_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: in
     NFE = steps N B (x 2 with CFG). Unstable for small lambda (an explicit step of a stiff term): that is the
     paper's point (sec. 3.4).
     """
-    _check(x, lam, chains, steps)
-    if naive_form not in NAIVE_FORMS:
-        raise ValueError(f"naive_form: expected one of {NAIVE_FORMS}, got {naive_form!r}")
+    _check(x, lam)
+    o = options
     sch, dev = guidance.schedule, x.device
-    grid = product_grid(guidance, steps, t_top)
-    xr = _rep(x, chains)
+    grid = product_grid(guidance, o.steps, o.t_top)
+    xr = _rep(x, o.chains)
     z = torch.randn(xr.shape, generator=generator, device=dev, dtype=x.dtype)
     for t, tn in zip(grid[::-1][:-1], grid[::-1][1:]):
         kernel = None   # the kernel score's eps-form term, added to the guided eps by the shared step
-        if _in(t, kernel_interval):
-            if naive_form == "eq12":
+        if _in(t, o.kernel_interval):
+            if o.naive_form == "eq12":
                 kernel = -((xr - z) / (lam * lam))
             else:
                 a, s = sch.alpha(t, device=dev).to(x.dtype), sch.sigma(t, device=dev).to(x.dtype)
@@ -106,8 +194,6 @@ def naive_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: in
         z = guided_step(guidance, z, t, tn, offset=kernel, tag="msd-naive")
     return z, {"grid": grid}
 
-
-KERNEL_TIMES = ("sigma", "t", "tau", "noised")
 
 
 def kernel_time_of(sch: Any, kernel_time: str) -> Callable[[int], float]:
@@ -150,9 +236,8 @@ def kernel_decay(sch: Any, lam: float, kernel_time: str) -> Callable[[int, int],
     return lambda t, tn: math.exp(-abs(u(t) - u(tn)) / lam**2)
 
 
-def stable_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: int = 1, steps: int = 10,
-                   t_top: int | None = None, kernel_interval: tuple[int, int] | None = None,
-                   inversion: Guidance | None = None, kernel_time: str = "tau", centers: str = "inversion",
+def stable_product(guidance: Guidance, x: torch.Tensor, lam: float, options: StableOptions = StableOptions(), *,
+                   inversion: Guidance | None = None,
                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """Stable product solver (MSD paper eq. 14-15, Algorithm 2 "stable"): operator splitting of eq. 12.
 
@@ -170,29 +255,28 @@ def stable_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: i
        chains then start from pure noise, the pull at s_T being negligible by construction).
     NFE = steps B (x 2 if the inversion uses CFG; 0 for "scaled") + steps N B (x 2 for steps with CFG).
     """
-    _check(x, lam, chains, steps)
+    _check(x, lam)
+    o = options
     sch, dev = guidance.schedule, x.device
-    grid = product_grid(guidance, steps, t_top)
-    if centers == "inversion":
+    grid = product_grid(guidance, o.steps, o.t_top)
+    if o.centers == "inversion":
         inv = inversion if inversion is not None else Guidance(guidance.denoiser, guidance.cond)
-        traj = ddim_invert(inv, x, steps, grid[-1], trajectory=True)
-    elif centers == "scaled":
+        traj = ddim_invert(inv, x, o.steps, grid[-1], trajectory=True)
+    else:   # "scaled"
         traj = [(t, x * sch.alpha(t, device=dev).to(x.dtype)) for t in grid]
-    else:
-        raise ValueError(f"centers: expected 'inversion' or 'scaled', got {centers!r}")
-    centers = {t: _rep(c, chains) for t, c in traj}   # repeated over the chains once, not per step
+    centers = {t: _rep(c, o.chains) for t, c in traj}   # repeated over the chains once, not per step
     if sorted(centers) != sorted(set(grid)):
         raise RuntimeError("internal: inversion grid does not match the product grid")
-    decay_of = kernel_decay(sch, lam, kernel_time)
+    decay_of = kernel_decay(sch, lam, o.kernel_time)
     desc = grid[::-1]
     cT = centers[desc[0]]
     eps = torch.randn(cT.shape, generator=generator, device=dev, dtype=x.dtype)
     # The paper pulls the start towards c_T; under the noised kernel the pull at s_T is negligible by
     # construction, so its chains start from pure noise.
-    d0 = decay_of(desc[0], desc[1]) if _in(desc[0], kernel_interval) and kernel_time != "noised" else 1.0
+    d0 = decay_of(desc[0], desc[1]) if _in(desc[0], o.kernel_interval) and o.kernel_time != "noised" else 1.0
     z = cT + (eps - cT) * d0
     for t, tn in zip(desc[:-1], desc[1:]):
-        active = _in(t, kernel_interval)
+        active = _in(t, o.kernel_interval)
         z = guided_step(guidance, z, t, tn, center=centers[tn] if active else None,
                         decay=decay_of(t, tn) if active else 1.0, tag="msd-stable")
     return z, {"grid": grid}
@@ -205,19 +289,19 @@ def posterior_level(guidance: Guidance, lam: float) -> tuple[int, float]:
     return t, float(sch.ve_sigma(t))   # the float32 level the denoiser protocol sees
 
 
-def posterior_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: int = 1, steps: int = 10,
-                      generator: torch.Generator | None = None, **_: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+def posterior_product(guidance: Guidance, x: torch.Tensor, lam: float, options: PosteriorOptions = PosteriorOptions(),
+                      *, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """Exact product sampling by reverse DDPM from the noise level s_t = lambda (MATH.md sec. 2).
 
     z = alpha_{t_lambda} x (chains repeated), then min(steps, t_lambda + 1) DDPM steps (eta = 1) down to clean
     data. For an exact denoiser y is an exact sample of q(y | x) with bandwidth lambda_eff = s_{t_lambda}
     (the discrete level closest to lambda; reported in info). NFE = min(steps, t_lambda + 1) N B (x 2 CFG).
     """
-    _check(x, lam, chains, steps)
+    _check(x, lam)
     sch, dev = guidance.schedule, x.device
     t_lam, lam_eff = posterior_level(guidance, lam)
-    z = _rep(x, chains) * sch.alpha(t_lam, device=dev).to(x.dtype)
-    n = min(int(steps), t_lam + 1)   # spacing >= 1: no repeated timesteps
+    z = _rep(x, options.chains) * sch.alpha(t_lam, device=dev).to(x.dtype)
+    n = min(int(options.steps), t_lam + 1)   # spacing >= 1: no repeated timesteps
     ts = torch.linspace(t_lam, 0, n, dtype=torch.float64).round().long().tolist() if n > 1 else [t_lam]
     pairs = list(zip(ts, ts[1:] + [-1]))
     for t, tn in pairs:
@@ -226,13 +310,14 @@ def posterior_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains
     return z, {"t_lambda": t_lam, "lambda_eff": lam_eff, "pairs": pairs}
 
 
-def tweedie_product(guidance: Guidance, x: torch.Tensor, lam: float, **_: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+def tweedie_product(guidance: Guidance, x: torch.Tensor, lam: float, options: TweedieOptions = TweedieOptions(), *,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """The posterior sampler's expectation in ONE call: y = D(alpha_{t_lambda} x, t_lambda) (Tweedie).
 
     E[y] - x = lambda_eff^2 grad log p_{lambda_eff}(x) exactly for an exact denoiser: a zero-variance
     mean-shift estimate. Returns y [B, ...] (one "chain"). NFE = B (x 2 with CFG).
     """
-    _check(x, lam, 1, 1)
+    _check(x, lam)
     sch, dev = guidance.schedule, x.device
     t_lam, lam_eff = posterior_level(guidance, lam)
     z = x * sch.alpha(t_lam, device=dev).to(x.dtype)
@@ -241,25 +326,35 @@ def tweedie_product(guidance: Guidance, x: torch.Tensor, lam: float, **_: Any) -
     return y.to(x.dtype), {"t_lambda": t_lam, "lambda_eff": lam_eff}
 
 
-def exact_product(guidance: Guidance, x: torch.Tensor, lam: float, *, chains: int = 1,
-                  generator: torch.Generator | None = None, **_: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+def exact_product(guidance: Guidance, x: torch.Tensor, lam: float, options: ExactOptions = ExactOptions(), *,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """The oracle product sampler for a GMM denoiser (`GMMDenoiser.product_sample`; class ids as cond), 0 NFE."""
     den = guidance.denoiser
     if not isinstance(den, GMMDenoiser):
         raise ValueError("solver: 'exact' needs a Gaussian-mixture denoiser (msdfast.denoisers.gmm.GMMDenoiser)")
     if guidance.scale != 1.0 or guidance.psr_k != 1.0:
         raise ValueError("solver: 'exact' samples the unguided mixture; set guidance_scale = 1 and psr_k = 1")
-    _check(x, lam, chains, 1)
-    return den.product_sample(x, lam, guidance.cond, chains, generator), {"lambda_eff": lam}
+    _check(x, lam)
+    return den.product_sample(x, lam, guidance.cond, options.chains, generator), {"lambda_eff": lam}
 
 
 _SOLVER_FNS = {"stable": stable_product, "naive": naive_product, "posterior": posterior_product,
                "tweedie": tweedie_product, "exact": exact_product}
 
 
-def product_sample(solver: str, guidance: Guidance, x: torch.Tensor, lam: float,
-                   **options: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Dispatch to one of SOLVERS; returns (y [N*B, ...] chain-major, info)."""
+def product_sample(solver: str, guidance: Guidance, x: torch.Tensor, lam: float, options: Any = None, *,
+                   inversion: Guidance | None = None,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Dispatch to one of SOLVERS with its options dataclass (`solver_options`; default: the defaults);
+    `inversion` is the stable solver's inversion guidance. Returns (y [N*B, ...] chain-major, info)."""
     if solver not in _SOLVER_FNS:
-        raise ValueError(f"solver: expected one of {SOLVERS}, got {solver!r}")
-    return _SOLVER_FNS[solver](guidance, x, lam, **options)
+        raise UserInputError(f"solver: expected one of {SOLVERS}, got {solver!r}")
+    options = SOLVER_OPTIONS[solver]() if options is None else options
+    if not isinstance(options, SOLVER_OPTIONS[solver]):
+        raise TypeError(f"options: the {solver} solver takes {SOLVER_OPTIONS[solver].__name__}, "
+                        f"got {type(options).__name__}")
+    if solver == "stable":
+        return stable_product(guidance, x, lam, options, inversion=inversion, generator=generator)
+    if inversion is not None:
+        raise ValueError(f"inversion: only the stable solver inverts x, not {solver!r}")
+    return _SOLVER_FNS[solver](guidance, x, lam, options, generator=generator)
