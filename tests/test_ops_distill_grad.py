@@ -127,3 +127,25 @@ def test_reference_norm_is_float32_scalar():
     ec, et, _, _, coef = _inputs((2, 3), torch.float64, "cpu")
     _, tgt, norm = reference.distill_grad(ec, et, None, coef, None, None)
     assert norm.dtype == torch.float32 and norm.ndim == 0 and tgt.numel() == 0
+
+
+def test_reference_norm_accumulates_in_float64():
+    """The reference defines "correct": ||g|| is the float64 sum of squares rounded once to float32."""
+    g = torch.Generator().manual_seed(5)
+    ec = (torch.rand(64, 4096, generator=g) * torch.logspace(-4, 2, 4096)).float()
+    et = torch.zeros_like(ec)
+    coef = O.grad_coefficients(64, 1.0)
+    _, _, norm = reference.distill_grad(ec, et, None, coef, None, None)
+    exact = ec.double().square().sum().sqrt().float()
+    assert norm.item() == exact.item()
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_float64_clip_is_not_rounded_to_float32(backend):
+    """clip = 0.3 clamps float64 values at 0.3, not at float32(0.3) = 0.30000001192... (the Triton kernel
+    received clip as an fp32 scalar on a GPU; tests/test_triton_audit.py checks the kernel's parameter type)."""
+    need("distill_grad", backend, "cpu")
+    ec = torch.full((2, 8), 5.0, dtype=torch.float64)
+    coef = O.grad_coefficients(2, 1.0)
+    g, _, _ = O.distill_grad(ec, torch.zeros_like(ec), coef, clip=0.3, backend=backend)
+    assert (g == 0.3).all()

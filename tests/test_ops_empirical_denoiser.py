@@ -102,3 +102,21 @@ def test_errors_name_the_argument():
             torch.ops.msdfast.empirical_denoiser(x, data, s.double())
         with pytest.raises(RuntimeError, match="data: dtype"):
             torch.ops.msdfast.empirical_denoiser(x, data.double(), s)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", ("reference",) + FAST)
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("s", [1e-20, 1e-30])
+def test_vanishing_noise_level_gives_the_nearest_point(device, backend, d, dtype, s):
+    """Once 1 / 2s^2 overflows (s < ~1.2e-19 in float32) every logit is -inf: the defined limit is the nearest
+    data point (equally near ones averaged), on every backend, never NaN (review of 176313d: the reference and
+    the CUDA d != 2 kernel returned NaN)."""
+    need("empirical_denoiser", backend, device)
+    x, data, _ = _inputs(9, 40, d, dtype, device, seed=4)
+    data = torch.cat([data, data[:1]])          # a duplicated point: ties average (to the same point)
+    x[0] = data[0]                              # a query exactly on a data point (d2 = 0: 0 * inf)
+    near = data[torch.cdist(x.double(), data.double()).argmin(1)]
+    out = O.empirical_denoiser(x, data, torch.full((9,), s, device=device), backend=backend)
+    torch.testing.assert_close(out, near, rtol=0, atol=0)

@@ -126,3 +126,38 @@ def test_errors_name_the_argument():
     if "compiled" in O._dispatch.available("gmm_score", "cpu"):
         with pytest.raises(RuntimeError, match="weights: dtype"):
             torch.ops.msdfast.gmm_score(x, w.double(), mu, cov, torch.rand(4))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", ("reference",) + FAST)
+def test_float64_keeps_the_noise_level_in_float64(device, backend):
+    """s = 0.1 + 1e-12 is not a float32: a float64 call must use it as given (issue 18 item 5: s was rounded
+    to float32, which moves the tree's logp by ~1e-4)."""
+    need("gmm_score", backend, device)
+    w, mu, cov = _mixture(5, torch.float64, device, seed=7, scale=0.01, jitter=1e-6)
+    x = mu[:3] + 1e-3
+    s = torch.full((3,), 0.1 + 1e-12, dtype=torch.float64, device=device)
+    assert s.float().double()[0] != s[0]
+    score, logp = O.gmm_score(x, w, mu, cov, s, backend=backend)
+    want_score, want_logp = O.reference.gmm_score(x, w, mu, cov, s)
+    torch.testing.assert_close(logp, want_logp, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(score, want_score, rtol=1e-12, atol=1e-12)
+    # the same number as a python float
+    torch.testing.assert_close(O.gmm_score(x, w, mu, cov, 0.1 + 1e-12, backend=backend)[1], want_logp,
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_reference_computes_half_inputs_in_float32():
+    """reference.gmm_score defines "correct" for every dtype: half inputs are computed in float32 and rounded
+    once (in float16, |C|^-1 of thin components overflows and the log-sum-exp loses all precision)."""
+    w, mu, cov = _mixture(6, torch.float32, "cpu", seed=3, scale=0.02, jitter=1e-4)
+    x = torch.randn(20, 2, generator=torch.Generator().manual_seed(1)) * 0.5
+    s = torch.full((20,), 0.01)
+    for half in (torch.float16, torch.bfloat16):
+        xh = x.to(half)
+        score, logp = O.reference.gmm_score(xh, w.to(half), mu.to(half), cov.to(half), s.to(half))
+        assert score.dtype == half and logp.dtype == half
+        want_s, want_l = O.reference.gmm_score(xh.float(), w.to(half).float(), mu.to(half).float(),
+                                               cov.to(half).float(), s.to(half).float())
+        torch.testing.assert_close(score, want_s.to(half), rtol=0, atol=0)
+        torch.testing.assert_close(logp, want_l.to(half), rtol=0, atol=0)

@@ -30,4 +30,28 @@ struct OnlineLse2 {
   }
 };
 
+// Online softmin over a stream of keys (squared distances): weight_i = exp(-(key_i - kmin) c) with kmin the
+// smallest key so far and c > 0 FINITE (callers clamp 1 / 2s^2 to the largest finite value). Shifting by the
+// minimum distance, not by a maximum logit -key c, keeps the nearest point's weight exactly 1 when key c
+// overflows (a tiny noise level): the result is then the nearest point (equally near ones averaged), the limit
+// msdfast.ops.reference.empirical_denoiser defines, never 0/0. push() returns the key's weight and sets
+// `rescale` to the factor (<= 1; 0 before the first key) by which the caller multiplies its running weighted
+// sums before adding weight * v. Used by the CUDA empirical-denoiser kernels (any data dimension).
+template <typename acc_t>
+struct OnlineSoftmin {
+  acc_t kmin, l;  // start with {+inf, 0}
+  MSDFAST_HD acc_t push(acc_t key, acc_t c, acc_t& rescale) {
+    if (key < kmin) {  // new nearest point: one exp (the rescale), its own weight is 1
+      rescale = std::exp((key - kmin) * c);
+      l = l * rescale + acc_t(1);
+      kmin = key;
+      return acc_t(1);
+    }
+    rescale = acc_t(1);
+    const acc_t e = std::exp((kmin - key) * c);
+    l += e;
+    return e;
+  }
+};
+
 }  // namespace msdfast

@@ -4,7 +4,8 @@
 //
 // streamed over the data with an online softmax: never an M x N matrix; per query a running minimum
 // distance (the running max logit), a running normaliser and a running weighted sum, rescaled once per
-// data tile, so exp is evaluated once per (query, point) pair. Queries are processed in blocks that
+// data tile, so exp is evaluated once per (query, point) pair. c = 1 / 2s^2 is clamped to the largest finite
+// value, so a tiny s gives the nearest point (the limit the reference defines), never 0 * inf = NaN. Queries are processed in blocks that
 // share each data tile while it is in L1. fp32 accumulation (fp64 for fp64 inputs).
 // Definition of correct: msdfast.ops.reference.empirical_denoiser.
 #include <ATen/Dispatch.h>
@@ -132,7 +133,7 @@ void empirical_denoiser_typed(const at::Tensor& x, const at::Tensor& data, const
         for (int64_t i = 0; i < nq; ++i) {
           qx[i] = float(xp[2 * (q0 + i)]);
           qy[i] = float(xp[2 * (q0 + i) + 1]);
-          c[i] = 0.5f / (sp[q0 + i] * sp[q0 + i]);
+          c[i] = std::min(0.5f / (sp[q0 + i] * sp[q0 + i]), std::numeric_limits<float>::max());
         }
         denoise2_block(qx, qy, c, nq, ux.data(), uy.data(), N, ox, oy);
         for (int64_t i = 0; i < nq; ++i) { op[2 * (q0 + i)] = T(ox[i]); op[2 * (q0 + i) + 1] = T(oy[i]); }
@@ -147,7 +148,8 @@ void empirical_denoiser_typed(const at::Tensor& x, const at::Tensor& data, const
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t q0 = b * kQBlock, nq = std::min(kQBlock, M - q0);
       for (int64_t i = 0; i < nq * d; ++i) q[i] = A(xp[q0 * d + i]);
-      for (int64_t i = 0; i < nq; ++i) c[i] = A(0.5) / (A(sp[q0 + i]) * A(sp[q0 + i]));
+      for (int64_t i = 0; i < nq; ++i)
+        c[i] = std::min(A(0.5) / (A(sp[q0 + i]) * A(sp[q0 + i])), std::numeric_limits<A>::max());
       denoise_generic_block<A>(q.data(), c.data(), nq, u.data(), N, d, o.data());
       for (int64_t i = 0; i < nq * d; ++i) op[q0 * d + i] = T(o[i]);
     }

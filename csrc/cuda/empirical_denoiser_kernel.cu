@@ -1,6 +1,8 @@
 // CUDA kernel of msdfast::empirical_denoiser: the ideal denoiser of an empirical distribution (MSD paper
-// eq. 16), one thread per query streaming over the data with an online softmax (common/online_lse.h):
-// never an M x N matrix, one exp per (query, point) pair. d = 2 stages data tiles in shared memory; any
+// eq. 16), one thread per query streaming over the data with an online softmin of the squared distances
+// (common/online_lse.h: weights exp(-(d2 - d2_min) c), c = 1 / 2s^2 clamped finite, so a tiny s gives the nearest
+// point as the reference defines): never an M x N matrix, one exp per (query, point) pair. d = 2 stages data
+// tiles in shared memory; any
 // other d reads the data through the cache (all threads of a warp read the same point: a broadcast)
 // and keeps its running sums in a per-query workspace row. Pure CUDA: compiled by plain nvcc.
 #include <limits>
@@ -16,6 +18,13 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int kTile = 512;
 
+// 1 / 2s^2, clamped to the largest finite value (s^2 underflows or the quotient overflows for tiny s).
+template <typename A>
+__device__ __forceinline__ A half_inv_var(float s) {
+  const A sv = A(s), c = A(0.5) / (sv * sv), cmax = std::numeric_limits<A>::max();
+  return c < cmax ? c : cmax;
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     denoise2_kernel(int64_t m, int64_t n, const T* __restrict__ x, const T* __restrict__ u,
@@ -25,8 +34,9 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t q = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   const bool active = q < m;
   const A px = active ? load(x + 2 * q) : A(0), py = active ? load(x + 2 * q + 1) : A(0);
-  const A sv = active ? A(s[q]) : A(1), c = A(0.5) / (sv * sv);
-  OnlineLse2<A> st{-std::numeric_limits<A>::infinity(), A(0), A(0), A(0)};
+  const A c = half_inv_var<A>(active ? s[q] : 1.0f);
+  OnlineSoftmin<A> st{std::numeric_limits<A>::infinity(), A(0)};
+  A g0 = A(0), g1 = A(0);
   for (int64_t t0 = 0; t0 < n; t0 += kTile) {
     const int len = int(min(int64_t(kTile), n - t0));
     __syncthreads();
@@ -35,12 +45,15 @@ __global__ void __launch_bounds__(kThreads)
     for (int j = 0; j < len; ++j) {
       const A ux = tile[2 * j], uy = tile[2 * j + 1];
       const A dx = px - ux, dy = py - uy;
-      st.update(-(dx * dx + dy * dy) * c, ux, uy);
+      A r;
+      const A e = st.push(dx * dx + dy * dy, c, r);
+      g0 = g0 * r + e * ux;
+      g1 = g1 * r + e * uy;
     }
   }
   if (active) {
-    store(out + 2 * q, st.g0 / st.l);
-    store(out + 2 * q + 1, st.g1 / st.l);
+    store(out + 2 * q, g0 / st.l);
+    store(out + 2 * q + 1, g1 / st.l);
   }
 }
 
@@ -54,8 +67,8 @@ __global__ void __launch_bounds__(kThreads)
   const T* p = x + q * d;
   A* a = acc + q * d;
   for (int64_t k = 0; k < d; ++k) a[k] = A(0);
-  const A sv = A(s[q]), c = A(0.5) / (sv * sv);
-  A mx = -std::numeric_limits<A>::infinity(), l = A(0);
+  const A c = half_inv_var<A>(s[q]);
+  OnlineSoftmin<A> st{std::numeric_limits<A>::infinity(), A(0)};
   for (int64_t i = 0; i < n; ++i) {
     const T* ui = u + i * d;
     A d2 = A(0);
@@ -63,21 +76,13 @@ __global__ void __launch_bounds__(kThreads)
       const A df = load(p + k) - load(ui + k);
       d2 += df * df;
     }
-    const A logit = -d2 * c;
-    A e;
-    if (logit > mx) {  // new maximum: rescale the running sums (one exp per pair either way)
-      const A r = exp(mx - logit);
-      l *= r;
+    A r;
+    const A e = st.push(d2, c, r);  // one exp per pair either way
+    if (r != A(1))
       for (int64_t k = 0; k < d; ++k) a[k] *= r;
-      mx = logit;
-      e = A(1);
-    } else {
-      e = exp(logit - mx);
-    }
-    l += e;
     for (int64_t k = 0; k < d; ++k) a[k] += e * load(ui + k);
   }
-  for (int64_t k = 0; k < d; ++k) store(out + q * d + k, a[k] / l);
+  for (int64_t k = 0; k < d; ++k) store(out + q * d + k, a[k] / st.l);
 }
 
 }  // namespace

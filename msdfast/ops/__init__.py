@@ -71,10 +71,11 @@ def _check_coef(name: str, coef: torch.Tensor, batch: int, ncol: int, device: to
     return (coef if coef.dtype is torch.float32 else coef.float()).contiguous()   # .to() costs ~1 us even as a no-op
 
 
-def _per_sample(name: str, value: Coef, batch: int, device: torch.device) -> torch.Tensor:
-    """A python scalar, sequence, 0-d or [B] tensor as a float32 [B] tensor on device."""
-    t = torch.as_tensor(value, dtype=torch.float32, device=device) if not isinstance(value, torch.Tensor) \
-        else value.to(device=device, dtype=torch.float32)
+def _per_sample(name: str, value: Coef, batch: int, device: torch.device,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A python scalar, sequence, 0-d or [B] tensor as a [B] tensor of dtype (float32 by default) on device."""
+    t = torch.as_tensor(value, dtype=dtype, device=device) if not isinstance(value, torch.Tensor) \
+        else value.to(device=device, dtype=dtype)
     if t.ndim == 0:
         return t.expand(batch)
     if t.ndim == 1 and t.shape[0] in (1, batch):
@@ -248,12 +249,12 @@ def gmm_score(x: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, covs:
     for name, t in (("weights", weights), ("means", means), ("covs", covs)):
         if t.device != x.device:
             raise ValueError(f"{name}: on device {t.device}, expected {x.device}")
-    sv = _per_sample("s", s, x.shape[0], x.device)
+    dt = x.dtype
+    sv = _per_sample("s", s, x.shape[0], x.device, dt)   # in x's precision: float64 runs keep a float64 s
     if torch.any(~(sv >= 0)):
         raise ValueError("s: noise level must be non-negative and finite")
-    dt = x.dtype
     return _dispatch.call("gmm_score", x.device.type, backend, x.contiguous(), weights.to(dt).contiguous(),
-                          means.to(dt).contiguous(), covs.to(dt).contiguous(), sv.to(dt).contiguous())
+                          means.to(dt).contiguous(), covs.to(dt).contiguous(), sv.contiguous())
 
 
 class GridLevels(NamedTuple):

@@ -65,7 +65,7 @@ def distill_grad(eps_c: torch.Tensor, eps_target: torch.Tensor, eps_u: torch.Ten
 
         g = nan_to_num( weight (r (eps_u + w (eps_c - eps_u)) - eps_target) ), clamped to [-clip, clip]
         target = x - g   (the loss-trick target; empty when x is None)
-        norm = ||g||_2 over the whole batch (threestudio's "grad_norm"), a float32 scalar.
+        norm = ||g||_2 over the whole batch (threestudio's "grad_norm"), accumulated in float64, a float32 scalar.
     nan_to_num maps NaN to 0 and +-inf to the dtype's largest finite values (torch.nan_to_num).
     """
     acc = _acc_dtype(eps_c)
@@ -75,7 +75,7 @@ def distill_grad(eps_c: torch.Tensor, eps_target: torch.Tensor, eps_u: torch.Ten
     g = torch.nan_to_num(g.to(eps_c.dtype)).to(acc)
     if clip is not None:
         g = g.clamp(-clip, clip)
-    norm = torch.linalg.vector_norm(g.to(torch.float32))
+    norm = torch.linalg.vector_norm(g, dtype=torch.float64).to(torch.float32)   # accumulated in float64
     target = (x.to(acc) - g).to(x.dtype) if x is not None else eps_c.new_empty(0)
     return g.to(eps_c.dtype), target, norm
 
@@ -114,17 +114,21 @@ def empirical_denoiser(x: torch.Tensor, data: torch.Tensor, s: torch.Tensor,
         D(x; s) = sum_i u_i N(x; u_i, s^2 I) / sum_i N(x; u_i, s^2 I)
 
     a softmax over data of logits -|x - u_i|^2 / (2 s^2). Computed over query chunks so peak memory is
-    chunk x N, in float32 (float64 if x is) with max-subtraction (log-sum-exp) stability.
+    chunk x N, in float32 (float64 if x is), as logits -(|x - u_i|^2 - min_j |x - u_j|^2) c with
+    c = min(1 / 2s^2, largest finite value): the softmax shifted by the nearest distance. That defines the
+    small-s limit: once 1 / 2s^2 overflows, D is the nearest data point (the mean of equally near ones), never NaN.
     s is per query, shape [M].
     """
     acc = _acc_dtype(x)
     u = data.to(acc)
     out = torch.empty(x.shape, dtype=acc, device=x.device)
+    cmax = torch.finfo(acc).max
     for i in range(0, x.shape[0], chunk):
         q = x[i:i + chunk].to(acc)
         d2 = torch.cdist(q, u).square() if acc == torch.float64 else (
             (q * q).sum(1, keepdim=True) - 2 * q @ u.t() + (u * u).sum(1)[None, :]).clamp_min(0)
-        logits = -d2 / (2 * s[i:i + chunk].to(acc)[:, None] ** 2)
+        c = (0.5 / s[i:i + chunk].to(acc) ** 2).clamp_max(cmax)
+        logits = -(d2 - d2.amin(dim=1, keepdim=True)) * c[:, None]
         out[i:i + chunk] = torch.softmax(logits, dim=1) @ u
     return out.to(x.dtype)
 
@@ -136,16 +140,17 @@ def gmm_score(x: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, covs:
         p_s(x) = sum_k phi_k N(x; mu_k, S_k + s^2 I),  score = grad_x log p_s(x)
                = sum_k r_k(x) (S_k + s^2 I)^-1 (mu_k - x),  r_k = softmax_k(log phi_k + log N_k)
 
-    in the dtype of x (use float64 for the tree: its components are so thin that float32 densities
-    underflow). weights are normalised here; s is per query, shape [M].
+    in float32, float64 for float64 x (use float64 for the tree: its components are so thin that float32
+    densities underflow); outputs in x's dtype. weights are normalised here; s is per query, shape [M], in x's
+    dtype (msdfast.ops.gmm_score keeps it there: a float32 s moves the tree's logp by 1e-4).
     """
-    dt = x.dtype
+    dt = _acc_dtype(x)
     w = weights.to(dt)
     logw = torch.log(w / w.sum())
     C = covs.to(dt)[None] + (s.to(dt) ** 2)[:, None, None, None] * torch.eye(2, dtype=dt, device=x.device)
     a, b, d = C[..., 0, 0], C[..., 0, 1], C[..., 1, 1]          # [M, K]
     det = a * d - b * b
-    diff = means.to(dt)[None] - x[:, None]                      # mu_k - x, [M, K, 2]
+    diff = means.to(dt)[None] - x.to(dt)[:, None]               # mu_k - x, [M, K, 2]
     # C^-1 (mu - x) for the symmetric 2x2 C.
     sol0 = (d * diff[..., 0] - b * diff[..., 1]) / det
     sol1 = (a * diff[..., 1] - b * diff[..., 0]) / det
@@ -155,7 +160,7 @@ def gmm_score(x: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, covs:
     logp = torch.logsumexp(logits, dim=1)
     r = torch.softmax(logits, dim=1)
     score = torch.stack([(r * sol0).sum(1), (r * sol1).sum(1)], dim=1)
-    return score, logp
+    return score.to(x.dtype), logp.to(x.dtype)
 
 
 # Hash-grid encoding (Instant-NGP, Mueller et al. 2022 sec. 3; tiny-cuda-nn's grid math, REFERENCE.md sec. 4).

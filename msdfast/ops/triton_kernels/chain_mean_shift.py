@@ -9,8 +9,9 @@ from ._common import ELEMENTWISE_BLOCK, acc_type
 
 
 @triton.jit
-def _chain_mean_shift_kernel(y_ptr, x_ptr, out_ptr, numel, n_chains, ACC: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+def _chain_mean_shift_kernel(y_ptr, x_ptr, out_ptr, numel: tl.int64, n_chains: tl.int64, ACC: tl.constexpr,
+                             BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)   # 64-bit offsets
     mask = offs < numel
     acc = tl.zeros([BLOCK], dtype=ACC)
     yp = y_ptr + offs

@@ -27,10 +27,11 @@ def _acc(x, F64: tl.constexpr):
     key=["per_sample", "HAS_U", "HAS_C", "HAS_N", "X0"],
 )
 @triton.jit
-def _ddim_step_kernel(z_ptr, ec_ptr, eu_ptr, c_ptr, n_ptr, out_ptr, x0_ptr, coef_ptr, coef_stride, per_sample,
+def _ddim_step_kernel(z_ptr, ec_ptr, eu_ptr, c_ptr, n_ptr, out_ptr, x0_ptr, coef_ptr, coef_stride: tl.int64,
+                      per_sample: tl.int64,
                       HAS_U: tl.constexpr, HAS_C: tl.constexpr, HAS_N: tl.constexpr, X0: tl.constexpr,
                       F64: tl.constexpr, BLOCK: tl.constexpr):
-    b = tl.program_id(1)
+    b = tl.program_id(1).to(tl.int64)   # 64-bit offsets throughout
     row = coef_ptr + b * coef_stride          # coef_stride 0: one broadcast row
     w = _acc(tl.load(row + 0), F64)
     r = _acc(tl.load(row + 1), F64)
@@ -41,9 +42,9 @@ def _ddim_step_kernel(z_ptr, ec_ptr, eu_ptr, c_ptr, n_ptr, out_ptr, x0_ptr, coef
     c_noise = _acc(tl.load(row + 6), F64)
     decay = _acc(tl.load(row + 7), F64)
 
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < per_sample
-    idx = b.to(tl.int64) * per_sample + offs
+    idx = b * per_sample + offs
 
     eps = _acc(tl.load(ec_ptr + idx, mask=mask, other=0.0), F64)
     if HAS_U:

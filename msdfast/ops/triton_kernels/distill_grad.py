@@ -16,11 +16,14 @@ from ._common import ELEMENTWISE_BLOCK, acc_type, max_finite, storage_type
 
 
 @triton.jit
-def _distill_grad_kernel(ec_ptr, et_ptr, eu_ptr, x_ptr, coef_ptr, g_ptr, tgt_ptr, part_ptr, numel, per_sample,
-                         coef_stride, clip, BIG: tl.constexpr, HAS_U: tl.constexpr, HAS_X: tl.constexpr,
-                         HAS_CLIP: tl.constexpr, ACC: tl.constexpr, OUT: tl.constexpr, BLOCK: tl.constexpr):
+def _distill_grad_kernel(ec_ptr, et_ptr, eu_ptr, x_ptr, coef_ptr, g_ptr, tgt_ptr, part_ptr, numel: tl.int64,
+                         per_sample: tl.int64, coef_stride: tl.int64, clip: tl.float64, BIG: tl.constexpr,
+                         HAS_U: tl.constexpr, HAS_X: tl.constexpr, HAS_CLIP: tl.constexpr, ACC: tl.constexpr,
+                         OUT: tl.constexpr, BLOCK: tl.constexpr):
+    # clip: float64 (a plain float argument compiles as fp32: a float64 run would clip at fp32(clip));
+    # sizes int64 and 64-bit offsets (more than 2^31 elements).
     pid = tl.program_id(0)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
     crow = (offs // per_sample) * coef_stride
     w = tl.load(coef_ptr + crow, mask=mask, other=0.0).to(ACC)
@@ -35,7 +38,8 @@ def _distill_grad_kernel(ec_ptr, et_ptr, eu_ptr, x_ptr, coef_ptr, g_ptr, tgt_ptr
     v = tl.where(v != v, 0.0, tl.minimum(tl.maximum(v, -BIG), BIG))
     v = v.to(OUT).to(ACC)
     if HAS_CLIP:
-        v = tl.minimum(tl.maximum(v, -clip), clip)
+        c = (clip + tl.zeros([1], tl.float64)).to(ACC)   # the reference clamps in the accumulation type
+        v = tl.minimum(tl.maximum(v, -c), c)
     tl.store(g_ptr + offs, v.to(OUT), mask=mask)
     if HAS_X:
         xv = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)

@@ -12,9 +12,9 @@ from ._common import acc_type
 
 
 @triton.jit
-def _gmm_score_kernel(x_ptr, s_ptr, logw_ptr, mu_ptr, cov_ptr, score_ptr, logp_ptr, M, K, LOG2PI: tl.constexpr,
-                      ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+def _gmm_score_kernel(x_ptr, s_ptr, logw_ptr, mu_ptr, cov_ptr, score_ptr, logp_ptr, M: tl.int64, K: tl.int64,
+                      LOG2PI: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)   # 64-bit offsets
     rmask = rows < M
     x0 = tl.load(x_ptr + 2 * rows, mask=rmask, other=0.0).to(ACC)
     x1 = tl.load(x_ptr + 2 * rows + 1, mask=rmask, other=0.0).to(ACC)
@@ -25,7 +25,7 @@ def _gmm_score_kernel(x_ptr, s_ptr, logw_ptr, mu_ptr, cov_ptr, score_ptr, logp_p
     g0 = tl.zeros([BLOCK_M], dtype=ACC)
     g1 = tl.zeros([BLOCK_M], dtype=ACC)
     for k0 in range(0, K, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
+        ks = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
         kmask = ks < K
         lw = tl.load(logw_ptr + ks, mask=kmask, other=float("-inf")).to(ACC)
         mx = tl.load(mu_ptr + 2 * ks, mask=kmask, other=0.0).to(ACC)
@@ -70,9 +70,12 @@ def gmm_score(x: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, covs:
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     w = weights.to(acc)
     logw = torch.log(w / w.sum())  # K values, once per call
-    block_k = max(16, min(64, triton.next_power_of_2(K)))
-    _gmm_score_kernel[(triton.cdiv(M, 64),)](
+    # [BLOCK_M, BLOCK_K] tiles of ~10 live values each: 64 x 64 in fp32, a quarter of that in fp64 (registers:
+    # fp64 values take two, and fp64 throughput is a fraction of fp32's on most GPUs)
+    block_m, kmax = (32, 32) if x.dtype == torch.float64 else (64, 64)
+    block_k = max(16, min(kmax, triton.next_power_of_2(K)))
+    _gmm_score_kernel[(triton.cdiv(M, block_m),)](
         x, s, logw, means, covs, score, logp, M, K, LOG2PI=math.log(2 * math.pi), ACC=acc_type(x.dtype),
-        BLOCK_M=64, BLOCK_K=block_k)
+        BLOCK_M=block_m, BLOCK_K=block_k)
     return score, logp
 

@@ -8,6 +8,8 @@ import triton.language as tl
 
 from .._triton import triton_backend
 
+# Scalar arguments are annotated: `scale` fp64 (a plain float compiles as fp32, and the reference rounds
+# x * scale + 0.5 once from the exact product), sizes int64 (64-bit offsets).
 _BLOCK = 128
 _P1, _P2, _P3 = 2654435761, 805459861, 3674653429   # tcnn's CoherentPrime factors of dims 1..3 (dim 0: 1)
 
@@ -54,35 +56,36 @@ def _corner(x_ptr, offs, mask, scale, res, size, C: tl.constexpr, D: tl.constexp
 @triton.jit
 def _block(N, col, out_stride, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr):
     """This program's points, their mask, the feature lanes and the offsets of its [BLOCK, F] output tile."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)   # 64-bit offsets
     mask = offs < N
     f = tl.arange(0, FP)
     fmask = mask[:, None] & (f < F)[None, :]
-    return offs, mask, f, fmask, offs.to(tl.int64)[:, None] * out_stride + col + f[None, :]
+    return offs, mask, f, fmask, offs[:, None] * out_stride + col + f[None, :]
 
 
 @triton.jit
-def _encode_kernel(x_ptr, params_ptr, out_ptr, N, scale, res, size, offset, col, out_stride, D: tl.constexpr,
-                   F: tl.constexpr, FP: tl.constexpr, INTERP: tl.constexpr, HASHED: tl.constexpr,
-                   BLOCK: tl.constexpr):
+def _encode_kernel(x_ptr, params_ptr, out_ptr, N: tl.int64, scale: tl.float64, res: tl.int64, size: tl.int64,
+                   offset: tl.int64, col: tl.int64, out_stride: tl.int64, D: tl.constexpr, F: tl.constexpr,
+                   FP: tl.constexpr, INTERP: tl.constexpr, HASHED: tl.constexpr, BLOCK: tl.constexpr):
     offs, mask, f, fmask, row = _block(N, col, out_stride, F, FP, BLOCK)
     acc = tl.zeros((BLOCK, FP), tl.float32)
     for c in tl.static_range(1 if INTERP == 1 else 2 ** D):
         idx, w = _corner(x_ptr, offs, mask, scale, res, size, c, D, INTERP, HASHED)
-        vals = tl.load(params_ptr + ((offset + idx) * F)[:, None] + f[None, :], mask=fmask, other=0.0)
+        vals = tl.load(params_ptr + (((offset + idx) * F)[:, None] + f[None, :]), mask=fmask, other=0.0)
         acc += w[:, None] * vals
     tl.store(out_ptr + row, acc, mask=fmask)
 
 
 @triton.jit
-def _backward_kernel(x_ptr, grad_out_ptr, grad_ptr, N, scale, res, size, offset, col, out_stride, D: tl.constexpr,
+def _backward_kernel(x_ptr, grad_out_ptr, grad_ptr, N: tl.int64, scale: tl.float64, res: tl.int64,
+                     size: tl.int64, offset: tl.int64, col: tl.int64, out_stride: tl.int64, D: tl.constexpr,
                      F: tl.constexpr, FP: tl.constexpr, INTERP: tl.constexpr, HASHED: tl.constexpr,
                      BLOCK: tl.constexpr):
     offs, mask, f, fmask, row = _block(N, col, out_stride, F, FP, BLOCK)
     go = tl.load(grad_out_ptr + row, mask=fmask, other=0.0)
     for c in tl.static_range(1 if INTERP == 1 else 2 ** D):
         idx, w = _corner(x_ptr, offs, mask, scale, res, size, c, D, INTERP, HASHED)
-        tl.atomic_add(grad_ptr + ((offset + idx) * F)[:, None] + f[None, :], w[:, None] * go, mask=fmask)
+        tl.atomic_add(grad_ptr + (((offset + idx) * F)[:, None] + f[None, :]), w[:, None] * go, mask=fmask)
 
 
 def _per_level(x: torch.Tensor, scales: list[float], resolutions: list[int], sizes: list[int],

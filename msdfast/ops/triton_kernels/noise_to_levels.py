@@ -9,10 +9,10 @@ from ._common import ELEMENTWISE_BLOCK, acc_type
 
 
 @triton.jit
-def _noise_to_levels_kernel(x_ptr, eps_ptr, a_ptr, s_ptr, out_ptr, B, F, L, ACC: tl.constexpr,
-                            BLOCK: tl.constexpr):
-    b = tl.program_id(1)
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+def _noise_to_levels_kernel(x_ptr, eps_ptr, a_ptr, s_ptr, out_ptr, B: tl.int64, F: tl.int64, L: tl.int64,
+                            ACC: tl.constexpr, BLOCK: tl.constexpr):
+    b = tl.program_id(1).to(tl.int64)   # 64-bit offsets: the output holds L * B * F elements
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < F
     xv = tl.load(x_ptr + b * F + offs, mask=mask, other=0.0).to(ACC)
     ev = tl.load(eps_ptr + b * F + offs, mask=mask, other=0.0).to(ACC)
