@@ -189,6 +189,8 @@ class MSDFastGuidance(torch.nn.Module):
             raise ValueError(f"prompt_utils: get_text_embeddings returned batch {emb.shape[0]}, expected 2 * {B} "
                              "(cond then uncond)")
         cond, uncond = emb.to(latents.device).chunk(2)  # threestudio order: cond first
+        if hasattr(self.estimator, "set_camera"):   # VSD's eps_phi is camera-conditioned (ProlificDreamer: c2w)
+            self.estimator.set_camera(kwargs.get("c2w"))
         est = self.estimator(latents, cond, uncond, generator=self.generator)
         if est.info.get("finished", False) and not getattr(self, "_said_finished", False):
             # MSD's termination (Algorithm 2): lambda < lambda_min. threestudio's trainer owns the loop, so say

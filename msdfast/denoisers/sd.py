@@ -111,6 +111,15 @@ class StableDiffusionDenoiser(Denoiser):
     # ------------------------------------------------------------------ Denoiser
     def _eps(self, z: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
         """One UNet forward for the whole batch (all CFG halves, chains and views), output as eps."""
+        out = self.unet_output(z, t, cond)
+        # Conversion (v -> eps) in float32: z and the schedule coefficients are exact there.
+        return self.schedule.to_eps(out.float(), z.float(), t).to(z.dtype)
+
+    def unet_output(self, z: torch.Tensor, t: torch.Tensor, cond: Cond, *, unet: torch.nn.Module | None = None,
+                    class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The UNet's native prediction (schedule.prediction_type) for z at t, uncounted: this denoiser's UNet or
+        `unet` (a copy sharing its weights, e.g. VSD's LoRA eps_phi) with optional `class_labels` (ProlificDreamer's
+        camera condition, added to the time embedding by the UNet's class embedding)."""
         if cond is None:
             raise ValueError("cond: Stable Diffusion needs text embeddings [B, 77, D] (use encode_prompts)")
         if cond.shape[0] != z.shape[0]:
@@ -121,9 +130,9 @@ class StableDiffusionDenoiser(Denoiser):
         zin = z.to(dt)
         if self.channels_last and zin.ndim == 4:
             zin = zin.contiguous(memory_format=torch.channels_last)
-        out = self.unet(zin, t, encoder_hidden_states=cond.to(device=z.device, dtype=dt), return_dict=False)[0]
-        # Conversion (v -> eps) in float32: z and the schedule coefficients are exact there.
-        return self.schedule.to_eps(out.float(), z.float(), t).to(z.dtype)
+        extra = {} if class_labels is None else {"class_labels": class_labels}
+        net = self.unet if unet is None else unet
+        return net(zin, t, encoder_hidden_states=cond.to(device=z.device, dtype=dt), return_dict=False, **extra)[0]
 
     # ------------------------------------------------------------------ text
     def _text_key(self, prompt: str) -> str:

@@ -150,6 +150,8 @@ def _distill_3d(cfg: ThreeDConfig, *, resume: bool, denoiser: Any, estimator_fac
             c, u = cond_views[idx], uncond_views[idx]
         else:
             c, u = cond.expand(B, -1, -1), uncond.expand(B, -1, -1)
+        if hasattr(est, "set_camera"):   # VSD's eps_phi is camera-conditioned (ProlificDreamer: c2w)
+            est.set_camera(cams.c2w)
         res = est(latents, c, u, generator=gen)
         res.info.update(azimuth=float(cams.azimuth[0]), elevation=float(cams.elevation[0]))
         return res
