@@ -87,8 +87,11 @@ class VSD(GuidedEstimator):
       * or a module phi(z, t, cond) -> eps of your own (Adam).
 
     Options (plus `GuidedEstimator`'s; guidance_scale is ProlificDreamer's own s, module doc):
-        phi: the variational model (default above); phi_lr (default 1e-4 for the LoRA, 1e-3 otherwise);
-        phi_steps (1 per call, ProlificDreamer's), phi_batch (1), phi_width (64, `VariationalNet`).
+        phi: the variational model (default: chosen by the denoiser, above).
+        phi_lr: eps_phi's learning rate (default 1e-4 for the LoRA, ProlificDreamer's; 1e-3 for the small net).
+        phi_steps: optimiser steps of eps_phi per call (1, ProlificDreamer's).
+        phi_batch: noise draws per particle in each eps_phi step (1).
+        phi_width: hidden width of `VariationalNet` (64).
 
     NFE per call (batch B, c = 2 with CFG/autoguidance else 1): B c for the pretrained model. eps_phi's
     evaluations (B for g, phi_steps phi_batch B for training) are reported as info["phi_evals"].
