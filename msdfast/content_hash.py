@@ -8,16 +8,25 @@ adding, removing or renaming a file inside does). Hidden files and folders (a le
 living inside a model folder.
 
 Hashing a multi-GB model folder reads every byte (~1-2 s/GB); `file_digest` remembers each file's digest per
-(resolved path, size, mtime_ns) for the life of the process, so asking twice pays once.
+(resolved path, size, mtime_ns) for the life of the process, so asking twice pays once, and, given `memo_dir`
+(e.g. the msdfast cache's content_hash/), across processes too (one small JSON per file, written atomically;
+an unwritable memo folder only costs the re-hash).
+
+`tensors_hash(named_tensors)` is the same for weights already in memory (name, dtype, shape and bytes of each
+tensor, in name order): the key of caches derived from a loaded module (text embeddings, ONNX exports), so the
+key is what was actually loaded, whatever files it came from.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
-__all__ = ["content_hash", "file_digest", "hash_bytes"]
+import torch
+
+__all__ = ["content_hash", "file_digest", "hash_bytes", "tensors_hash"]
 
 _CHUNK = 1 << 20
 _FILE_CACHE: dict[tuple[str, int, int], str] = {}
@@ -33,19 +42,43 @@ def hash_bytes(*parts: bytes | str) -> str:
     return h.hexdigest()
 
 
-def file_digest(path: str | os.PathLike) -> str:
-    """sha256 hex of one file's bytes (remembered per resolved path, size and mtime_ns in this process)."""
+def file_digest(path: str | os.PathLike, *, memo_dir: str | os.PathLike | None = None) -> str:
+    """sha256 hex of one file's bytes (remembered per resolved path, size and mtime_ns in this process, and in
+    `memo_dir` across processes when given)."""
     p = Path(path)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     d = _FILE_CACHE.get(key)
-    if d is None:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(_CHUNK), b""):
-                h.update(chunk)
-        d = _FILE_CACHE[key] = h.hexdigest()
+    if d is not None:
+        return d
+    memo = Path(memo_dir) / (hashlib.sha256(key[0].encode()).hexdigest()[:32] + ".json") if memo_dir else None
+    if memo is not None:
+        try:
+            rec = json.loads(memo.read_text())
+            if [rec["path"], rec["size"], rec["mtime_ns"]] == list(key) and len(rec["sha256"]) == 64:
+                d = _FILE_CACHE[key] = rec["sha256"]
+                return d
+        except (OSError, ValueError, KeyError, TypeError):
+            pass   # no memo yet, or a damaged one: hash again and rewrite it
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    d = _FILE_CACHE[key] = h.hexdigest()
+    if memo is not None:
+        from .atomic import write_cache_entry
+        write_cache_entry(memo, json.dumps({"path": key[0], "size": key[1], "mtime_ns": key[2], "sha256": d}).encode())
     return d
+
+
+def tensors_hash(named: Iterable[tuple[str, Any]]) -> str:
+    """sha256 hex of named tensors already in memory (module doc): name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name, t in sorted(named, key=lambda kv: kv[0]):
+        t = t.detach()
+        h.update(hash_bytes(name, str(t.dtype), str(tuple(t.shape))).encode())
+        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _files(root: Path, include_hidden: bool, exclude: tuple[str, ...]) -> Iterable[Path]:
@@ -65,7 +98,7 @@ def _files(root: Path, include_hidden: bool, exclude: tuple[str, ...]) -> Iterab
 
 
 def content_hash(path: str | os.PathLike, *, include_hidden: bool = False,
-                 exclude: Iterable[str] = ()) -> str:
+                 exclude: Iterable[str] = (), memo_dir: str | os.PathLike | None = None) -> str:
     """sha256 hex of the content of a file or folder (module doc). Raises FileNotFoundError if absent."""
     root = Path(path)
     if not root.exists():
@@ -73,5 +106,5 @@ def content_hash(path: str | os.PathLike, *, include_hidden: bool = False,
     h = hashlib.sha256()
     for f in _files(root, include_hidden, tuple(exclude)):
         rel = f.name if root.is_file() else f.relative_to(root).as_posix()
-        h.update(hash_bytes(rel, str(f.stat().st_size), file_digest(f)).encode())
+        h.update(hash_bytes(rel, str(f.stat().st_size), file_digest(f, memo_dir=memo_dir)).encode())
     return h.hexdigest()

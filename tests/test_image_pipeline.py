@@ -174,6 +174,6 @@ def test_cli_image_with_the_onnx_unet_matches_torch(tmp_path: Path, tiny, monkey
         assert main(["image", "--model", str(model), "--prompt", "a red apple", "--method", "sds", "--steps", "2",
                      "--out", str(out), "--no-progress", "--field", "latent", "--unet-backend", backend]) == 0
         runs[backend] = json.loads((out / "metrics.json").read_text())["history"]
-    assert len(list((tmp_path / "cache" / "onnx").glob("unet-*.onnx"))) == 1
+    assert len(list((tmp_path / "cache" / "onnx").glob("unet-*/unet.onnx"))) == 1
     for a, b in zip(runs["torch"], runs["onnx"]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-3) and a["nfe"] == b["nfe"] == 2

@@ -77,7 +77,7 @@ def test_text_embeddings_cached_in_memory_and_on_disk(root: Path, tmp_path: Path
     e2 = d1.encode_prompts(["a dog", "a cat", "a cat"])
     assert calls == [2]  # one encoder call for both prompts, none for the repeat
     torch.testing.assert_close(e2[1], e1[0], rtol=0, atol=0)
-    assert len(list((tmp_path / "text_embeddings").glob("*.safetensors"))) == 2
+    assert len(list((tmp_path / "text_embeddings").glob("*/embedding.safetensors"))) == 2
     d2 = load_stable_diffusion(tiny_sd_path(root=root), cache_dir=tmp_path)
     d2.text_encoder.forward = None  # any text-encoder call would now fail: the disk cache must serve
     torch.testing.assert_close(d2.encode_prompts(["a cat"])[0], e1[0], rtol=0, atol=0)

@@ -27,7 +27,7 @@ def test_engine_built_cached_and_matches_torch(den, tmp_path: Path, fp16: bool) 
     trt_den = TensorRTDenoiser(den, trt=trt, cache_dir=tmp_path, max_batch=8, fp16=fp16)
     assert trt.builds == [{"fp16": fp16, "min_batch": 1, "opt_batch": 2, "max_batch": 8, "sample": [4, 8, 8],
                            "text": [77, 32]}]
-    assert trt_den.engine_path.parent == tmp_path and trt_den.engine_path.suffix == ".plan"
+    assert trt_den.engine_path.parent.parent == tmp_path and trt_den.engine_path.suffix == ".plan"
     z, t, cond = _inputs(den, 5)
     out = trt_den.eps(z, t, cond)
     ref = den.eps(z, t, cond)

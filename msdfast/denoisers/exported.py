@@ -3,13 +3,14 @@
 * `export_unet_onnx`: the UNet as an ONNX graph with the IO names of diffusers' TensorRT community pipeline
   (inputs `sample`, `timestep`, `encoder_hidden_states`; output `latent`) and a dynamic batch axis, so ONE
   session or engine serves CFG pairs, MSD chains and views of any batch.
-* `cached_export`: that export in the msdfast cache (made once per model).
+* `cached_export`: that export in the msdfast cache, keyed on the content it depends on (`export_key`).
 * `ExportedUNetDenoiser`: the base of the runtimes that run the exported graph (ONNX Runtime:
   msdfast.denoisers.onnx; TensorRT: msdfast.denoisers.tensorrt): host delegation and the eps conversion.
 The backend factory (torch / onnx / tensorrt) is msdfast.denoisers.unet_backend.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import torch
 from ..cache_dir import default_cache_dir
 from .base import Cond, Denoiser
 
-__all__ = ["export_unet_onnx", "cached_export", "ExportedUNetDenoiser", "INPUT_NAMES", "OUTPUT_NAMES"]
+__all__ = ["export_unet_onnx", "cached_export", "export_key", "ExportedUNetDenoiser", "INPUT_NAMES", "OUTPUT_NAMES"]
 
 INPUT_NAMES = ("sample", "timestep", "encoder_hidden_states")
 OUTPUT_NAMES = ("latent",)
@@ -92,16 +93,41 @@ class ExportedUNetDenoiser(Denoiser):
         return super().__getattr__(name)
 
 
+def export_key(host: Any, *, batch: int = 2, opset: int = 18) -> str:
+    """Content key of an ONNX export of host's UNet: its weights as loaded (names, dtype, bytes), its config,
+    the export settings (batch, opset, latent size, text length, device type) and the torch/msdfast versions."""
+    from .. import __version__
+    from ..content_hash import hash_bytes, tensors_hash
+
+    unet = host.unet
+    unet = getattr(unet, "_orig_mod", unet)   # a torch.compile'd UNet: the module underneath
+    cfg = json.dumps(dict(getattr(unet, "config", {})), sort_keys=True, default=str)
+    return hash_bytes("unet-onnx", __version__, torch.__version__, tensors_hash(unet.state_dict().items()), cfg,
+                      str(host.dtype), str(batch), str(opset), str(host.latent_size),
+                      str(host.tokenizer.model_max_length), host.device.type)
+
+
 def cached_export(host: Any, onnx_path: str | os.PathLike | None = None, *,
                   cache_dir: str | os.PathLike | None = None, batch: int = 2) -> Path:
-    """The ONNX export of host's UNet: onnx_path, exported there if missing; by default
-    <cache_dir (the msdfast cache's onnx/)>/unet-<hash of the model id>.onnx (the id holds the folder and its stamp)."""
-    if onnx_path is None:
-        import hashlib
+    """The ONNX export of host's UNet: onnx_path, exported there if missing; by default the verified cache entry
+    <cache_dir (the msdfast cache's onnx/)>/unet-<export_key>/unet.onnx (msdfast.cache_entry: built in a
+    temporary folder and renamed, with its external-data files of a > 2 GB export inside; a corrupt entry is
+    reported and rebuilt; an unwritable cache warns once and exports to a temporary folder)."""
+    from ..cache_entry import cached_folder
 
-        key = hashlib.sha256(str(getattr(host, "model_id", "unet")).encode()).hexdigest()[:16]
-        onnx_path = Path(cache_dir if cache_dir is not None else default_cache_dir() / "onnx") / f"unet-{key}.onnx"
+    if onnx_path is None:
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "onnx"
+        entry = root / f"unet-{export_key(host, batch=batch)[:24]}"
+        return cached_folder(entry, lambda tmp: export_unet_onnx(host, tmp / "unet.onnx", batch=batch),
+                             what="ONNX export") / "unet.onnx"
     onnx_path = Path(onnx_path)
-    if not onnx_path.exists():
-        export_unet_onnx(host, onnx_path, batch=batch)
+    if not onnx_path.exists():   # export next to it, then move the files in (the graph last: it marks completion)
+        import tempfile
+
+        onnx_path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=onnx_path.parent, prefix=f".{onnx_path.name}.") as tmp_name:
+            tmp = Path(tmp_name)
+            export_unet_onnx(host, tmp / onnx_path.name, batch=batch)
+            for f in sorted(tmp.iterdir(), key=lambda f: f.name == onnx_path.name):
+                os.replace(f, onnx_path.parent / f.name)
     return onnx_path

@@ -7,13 +7,13 @@
 * `_eps` is ONE batched UNet call: CFG pairs, MSD chains and views are batched by the caller (eps_pair,
   repeat_cond) into a single forward. fp16/bf16 weights, channels_last, SDPA attention.
 * epsilon- and v-prediction models are returned as eps through `VPSchedule.to_eps` (MATH.md sec. 1).
-* Text embeddings are computed once per (model, prompt) and cached in memory and on disk (safetensors).
+* Text embeddings are computed once per (text encoder + tokenizer content, prompt) and cached in memory and on
+  disk (safetensors in a verified cache entry: msdfast.cache_entry).
 * `encode_images` follows threestudio: bilinear resize to the encode resolution (512 for SD 1.5/2.1-base),
   x * 2 - 1, a posterior SAMPLE times the VAE scaling factor; `decode_latents` inverts it.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -79,6 +79,8 @@ class StableDiffusionDenoiser(Denoiser):
         self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
         self.tokenizer = tokenizer
         self.model_id = model_id
+        self.model_path: str | None = None    # set by load_stable_diffusion: the resolved model path ...
+        self.model_hash: str | None = None    # ... and the content hash of its files (msdfast.content_hash)
         self.channels_last = channels_last
         if channels_last:
             self.unet.to(memory_format=torch.channels_last)
@@ -90,6 +92,7 @@ class StableDiffusionDenoiser(Denoiser):
             raise ValueError(f"encode_resolution: must be a multiple of {self.vae_scale}")
         self.cache_dir = None if cache_dir is False else Path(cache_dir) if cache_dir else default_cache_dir()
         self._text_cache: dict[str, torch.Tensor] = {}
+        self._text_id: str | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -135,21 +138,44 @@ class StableDiffusionDenoiser(Denoiser):
         return net(zin, t, encoder_hidden_states=cond.to(device=z.device, dtype=dt), return_dict=False, **extra)[0]
 
     # ------------------------------------------------------------------ text
+    def text_identity(self) -> str:
+        """Content key of what a prompt's embedding depends on: the text encoder's weights as loaded (names,
+        dtype, bytes), the tokenizer's vocabulary, merges and length, and msdfast's version (the cache key adds
+        the device type and dtype at the time of the call, and the prompt)."""
+        if self._text_id is None:
+            import json
+
+            from .. import __version__
+            from ..content_hash import hash_bytes, tensors_hash
+            tok = self.tokenizer
+            merges = sorted((" ".join(k), int(v)) for k, v in getattr(tok, "bpe_ranks", {}).items())
+            self._text_id = hash_bytes(
+                "text-embedding", __version__, type(tok).__name__, str(tok.model_max_length),
+                json.dumps(tok.get_vocab(), sort_keys=True), json.dumps(merges),
+                tensors_hash(self.text_encoder.state_dict().items()))
+        return self._text_id
+
     def _text_key(self, prompt: str) -> str:
-        return hashlib.sha256(f"{self.model_id}\0{prompt}".encode()).hexdigest()[:32]
+        from ..content_hash import hash_bytes
+        return hash_bytes(self.text_identity(), self.device.type, str(self.text_encoder.dtype), prompt)[:32]
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Text-encoder hidden states [n, L, D] (float32, on the model's device), cached per prompt."""
+        """Text-encoder hidden states [n, L, D] (float32, on the model's device), cached per prompt in memory and
+        on disk (<cache>/text_embeddings/<key>/: msdfast.cache_entry, keyed on `text_identity` and the prompt)."""
+        from ..cache_entry import load_entry, store_entry
+
         if isinstance(prompts, str):
             prompts = [prompts]
         todo = [p for p in dict.fromkeys(prompts) if self._text_key(p) not in self._text_cache]
-        if todo and self.cache_dir is not None:
+        entry = (lambda p: self.cache_dir / "text_embeddings" / self._text_key(p)) if self.cache_dir else None
+        if todo and entry is not None:
             from safetensors.torch import load_file
             for p in list(todo):
-                f = self.cache_dir / "text_embeddings" / f"{self._text_key(p)}.safetensors"
-                if f.exists():
-                    self._text_cache[self._text_key(p)] = load_file(str(f))["embedding"].to(self.device)
+                found = load_entry(entry(p), what="text-embedding cache entry")
+                if found is not None:
+                    self._text_cache[self._text_key(p)] = load_file(str(found / "embedding.safetensors"))[
+                        "embedding"].to(self.device)
                     todo.remove(p)
         if todo:
             ids = self.tokenizer(list(todo), padding="max_length", max_length=self.tokenizer.model_max_length,
@@ -157,14 +183,11 @@ class StableDiffusionDenoiser(Denoiser):
             emb = self.text_encoder(ids)[0].float()
             for p, e in zip(todo, emb):
                 self._text_cache[self._text_key(p)] = e
-                if self.cache_dir is not None:
+                if entry is not None:
                     from safetensors.torch import save_file
-                    f = self.cache_dir / "text_embeddings" / f"{self._text_key(p)}.safetensors"
-                    f.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = f.with_suffix(f".{os.getpid()}.tmp")
-                    save_file({"embedding": e.detach().cpu().contiguous()}, str(tmp),
-                              metadata={"model": self.model_id, "prompt": p})
-                    os.replace(tmp, f)
+                    store_entry(entry(p), lambda tmp, e=e, p=p: save_file(
+                        {"embedding": e.detach().cpu().contiguous()}, str(tmp / "embedding.safetensors"),
+                        metadata={"model": self.model_id, "prompt": p}))
         return torch.stack([self._text_cache[self._text_key(p)] for p in prompts])
 
     def prompt_embeddings(self, prompt: str, negative_prompt: str = "", *,
@@ -241,17 +264,30 @@ def load_stable_diffusion(path: str | os.PathLike, *, device: str | torch.device
     except Exception:  # noqa: BLE001 -- older/newer diffusers pick SDPA by default anyway
         pass
     schedule = VPSchedule.from_config(sched_cfg)
-    weights = sorted((root / "unet").glob("*.safetensors")) if root.is_dir() else [root]
-    stamp = ";".join(f"{w.name}:{w.stat().st_size}" for w in weights)
-    text_weights = sorted((root / "text_encoder").glob("*")) if root.is_dir() else [root]
-    stamp += ";" + ";".join(f"{w.name}:{w.stat().st_size}" for w in text_weights)
+    model_hash = _model_hash(root, config, cache_dir)
     den = StableDiffusionDenoiser(unet, vae, text_encoder, tokenizer, schedule,
-                                  model_id=f"{root.resolve()}|{stamp}", cache_dir=cache_dir,
+                                  model_id=f"{root.resolve()}|{model_hash}", cache_dir=cache_dir,
                                   encode_resolution=encode_resolution, channels_last=channels_last)
+    den.model_path, den.model_hash = str(root.resolve()), model_hash
     den = den.to(device)
     if compile:
         den.unet = torch.compile(den.unet, backend="inductor" if compile is True else str(compile), dynamic=True)
     return den
+
+
+def _model_hash(root: Path, config: str | os.PathLike | None, cache_dir: str | os.PathLike | None | bool) -> str:
+    """Content hash of what was loaded: the five component folders of a diffusers folder, or the single file and
+    the component configs of `config` (msdfast.content_hash; per-file digests memoised in the cache)."""
+    from ..content_hash import content_hash, file_digest, hash_bytes
+
+    memo = None if cache_dir is False else Path(cache_dir or default_cache_dir()) / "content_hash"
+    if root.is_file():
+        cfg = Path(config)   # type: ignore[arg-type]
+        parts = [file_digest(root, memo_dir=memo)] + [f"{s}/{f}:{file_digest(cfg / s / f)}"
+                                                      for s, fs in _REQUIRED.items() for f in fs]
+    else:
+        parts = [f"{s}:{content_hash(root / s, memo_dir=memo)}" for s in _REQUIRED]
+    return hash_bytes(*parts)
 
 
 def _check_folder_configs(root: Path) -> None:

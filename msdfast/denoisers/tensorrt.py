@@ -1,11 +1,12 @@
 """Stable Diffusion's UNet as a TensorRT engine: build it from the ONNX export, cache it, run it (TensorRT >= 10).
 
-    export_unet_onnx (msdfast.denoisers.exported)  ->  build_trt_engine  ->  <cache>/trt/unet-<key>.plan
+    export_unet_onnx (msdfast.denoisers.exported)  ->  build_trt_engine  ->  <cache>/trt/unet-<key>/engine.plan
     ->  TensorRTDenoiser (the Denoiser protocol; text encoder and VAE stay with the torch host)
 
-* The engine is cached under a key of everything it depends on: the ONNX bytes, the TensorRT version, the GPU,
-  the batch profile (min/opt/max) and the precision, so a changed model, driver stack or profile rebuilds it
-  and an unchanged one loads in seconds instead of minutes.
+* The engine is cached under a key of everything it depends on: the ONNX graph and its external-data files
+  (content hashes), the TensorRT version, the GPU, the batch profile (min/opt/max), the precision and msdfast's
+  version, so a changed model, driver stack or profile rebuilds it and an unchanged one loads in seconds
+  instead of minutes. Entries are verified cache folders (msdfast.cache_entry): a corrupt one is rebuilt.
 * One optimisation profile spans the batch axis, so a single engine serves CFG pairs, MSD's N chains and a
   3D step's views (batch 2 N B) with one execute per denoiser call.
 * Execution uses the name-based I/O API (set_input_shape / set_tensor_address / execute_async_v3) on torch's
@@ -17,7 +18,7 @@ TensorRT is optional: without it `build_trt_engine` and `TensorRTDenoiser` raise
 """
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 from ..cache_dir import default_cache_dir
+from ..cache_entry import cached_folder
 from .exported import INPUT_NAMES, OUTPUT_NAMES, ExportedUNetDenoiser, cached_export
 
 __all__ = ["build_trt_engine", "engine_cache_path", "TensorRTDenoiser"]
@@ -79,18 +81,42 @@ def build_trt_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLik
     return engine_path
 
 
+def _onnx_content(onnx_path: Path) -> str:
+    """Content hash of an ONNX graph and every external-data file it references (msdfast.content_hash): the
+    recorded hash of a verified export cache entry, else the graph's bytes plus the files its initializers name."""
+    from ..cache_entry import SEAL
+    from ..content_hash import file_digest, hash_bytes
+
+    seal = onnx_path.parent / SEAL
+    if seal.is_file():   # an msdfast export entry: the folder holds only this graph and its data
+        try:
+            return json.loads(seal.read_text())["sha256"]
+        except (OSError, ValueError, KeyError):
+            pass
+    parts = [file_digest(onnx_path)]
+    try:
+        import onnx
+
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        locs = sorted({e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"})
+    except Exception:  # noqa: BLE001 -- no onnx package or not parseable: TensorRT's parser will say so
+        locs = [p.name for p in [Path(str(onnx_path) + ".data")] if p.exists()]
+    for loc in locs:
+        f = onnx_path.parent / loc
+        parts.append(f"{loc}:{file_digest(f) if f.is_file() else 'missing'}")
+    return hash_bytes(*parts)
+
+
 def engine_cache_path(onnx_path: str | os.PathLike, cache_dir: str | os.PathLike, *, trt_version: str,
                       device_name: str, min_batch: int, opt_batch: int, max_batch: int, fp16: bool) -> Path:
-    """<cache_dir>/unet-<key>.plan, key = sha256 of what the engine depends on (module doc)."""
-    h = hashlib.sha256()
-    with open(onnx_path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    data = Path(str(onnx_path) + ".data")   # external weights of a large export, if any
-    if data.exists():
-        h.update(data.read_bytes())
-    h.update(f"|trt={trt_version}|gpu={device_name}|batch={min_batch},{opt_batch},{max_batch}|fp16={fp16}".encode())
-    return Path(cache_dir) / f"unet-{h.hexdigest()[:20]}.plan"
+    """<cache_dir>/unet-<key>/engine.plan, key = sha256 of what the engine depends on (module doc): the ONNX
+    graph and its external-data files, TensorRT version, GPU, batch profile, precision and msdfast version."""
+    from .. import __version__
+    from ..content_hash import hash_bytes
+
+    key = hash_bytes("trt-engine", __version__, _onnx_content(Path(onnx_path)), f"trt={trt_version}",
+                     f"gpu={device_name}", f"batch={min_batch},{opt_batch},{max_batch}", f"fp16={fp16}")
+    return Path(cache_dir) / f"unet-{key[:24]}" / "engine.plan"
 
 
 class TensorRTDenoiser(ExportedUNetDenoiser):
@@ -109,7 +135,8 @@ class TensorRTDenoiser(ExportedUNetDenoiser):
         trt = trt or _import_tensorrt()
         _check_profile(min_batch, opt_batch, max_batch)
         self._device = torch.device(device) if device is not None else host.device
-        if engine_path is None:
+        cached = engine_path is None
+        if cached:
             engine_path = self._cached_engine(host, trt, onnx_path, cache_dir, min_batch, opt_batch, max_batch, fp16)
         engine_path = Path(engine_path)
         if not engine_path.exists():
@@ -117,6 +144,14 @@ class TensorRTDenoiser(ExportedUNetDenoiser):
         self._logger = trt.Logger(trt.Logger.WARNING)   # must outlive the runtime and the engine
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        if self.engine is None and cached:   # a cache entry this TensorRT cannot read: report, rebuild once
+            import logging
+            import shutil
+            logging.getLogger("msdfast.cache").warning("msdfast: TensorRT engine %s does not deserialize; "
+                                                       "rebuilding it", engine_path)
+            shutil.rmtree(engine_path.parent, ignore_errors=True)
+            engine_path = self._cached_engine(host, trt, onnx_path, cache_dir, min_batch, opt_batch, max_batch, fp16)
+            self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self.engine is None:
             raise RuntimeError(f"engine_path: TensorRT could not deserialize {engine_path} (built by another "
                                "TensorRT version or for another GPU?)")
@@ -146,13 +181,14 @@ class TensorRTDenoiser(ExportedUNetDenoiser):
         gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
         path = engine_cache_path(onnx_path, cache, trt_version=str(getattr(trt, "__version__", "?")), device_name=gpu,
                                  min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, fp16=fp16)
-        if not path.exists():
-            unet = host.unet
-            build_trt_engine(onnx_path, path, latent_size=host.latent_size, channels=host.latent_channels,
+        unet = host.unet
+
+        def build(tmp: Path) -> None:
+            build_trt_engine(onnx_path, tmp / path.name, latent_size=host.latent_size, channels=host.latent_channels,
                              text_len=int(host.tokenizer.model_max_length),
                              text_dim=int(unet.config.cross_attention_dim), min_batch=min_batch,
                              opt_batch=opt_batch, max_batch=max_batch, fp16=fp16, trt=trt)
-        return path
+        return cached_folder(path.parent, build, what="TensorRT engine") / path.name
 
     def _run(self, sample: torch.Tensor, timestep: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         B = sample.shape[0]
