@@ -83,7 +83,7 @@ def test_parameters_move_and_resume_is_bit_exact(den, tmp_path: Path) -> None:  
 
 def test_resume_refuses_a_different_run(den, tmp_path: Path) -> None:  # noqa: ANN001
     distill_3d(_cfg(tmp_path, steps=2), denoiser=den, estimator_factory=standin_factory)
-    with pytest.raises(ValueError, match="render_size"):
+    with pytest.raises(ValueError, match="--render-size"):
         distill_3d(_cfg(tmp_path, steps=2, render_size=8), denoiser=den, estimator_factory=standin_factory,
                    resume=True)
 

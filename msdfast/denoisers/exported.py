@@ -69,7 +69,7 @@ class ExportedUNetDenoiser(Denoiser):
     """
 
     _DELEGATED = ("prompt_embeddings", "encode_prompts", "encode_images", "decode_latents", "latent_size",
-                  "latent_channels", "encode_resolution", "dtype", "device")
+                  "latent_channels", "encode_resolution", "dtype", "device", "model_path", "model_hash")
 
     def __init__(self, host: Any) -> None:
         super().__init__(host.schedule)

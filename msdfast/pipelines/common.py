@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 
@@ -35,13 +35,14 @@ from ..errors import UserInputError
 from ..estimators import METHODS
 from ..estimators.base import estimator_state, load_estimator_state
 
-__all__ = ["DistillConfig", "COMMON_RESUME_KEYS", "run_distillation", "load_denoiser", "default_device",
+__all__ = ["DistillConfig", "NON_RESULT_KEYS", "run_identity", "run_distillation", "load_denoiser", "default_device",
            "save_png", "progress_strip", "add_distill_arguments", "distill_config_from_args", "list_options",
            "PROMOTED_OPTIONS"]
 
-# Keys that must match for --resume to continue a run (the rest, e.g. progress, may change).
-COMMON_RESUME_KEYS = ("model", "prompt", "negative_prompt", "method", "steps", "lr", "seed", "guidance_scale",
-                      "psr_k", "psr_s", "options", "weight_decay")
+# DistillConfig fields that do not change a run's results: --resume may change them. Every other field must match
+# the checkpointed run, and so must the run identity (`run_identity`: the model's resolved path and content hash,
+# the denoiser's dtype, the device type), which replaces the literal --model/--dtype/--device strings.
+NON_RESULT_KEYS = ("model", "out", "progress", "ckpt_every", "snapshot_every", "device", "dtype")
 
 
 log = logging.getLogger("msdfast.run")
@@ -235,10 +236,37 @@ def load_denoiser(cfg: DistillConfig, device: str) -> Any:
 
 
 # ---------------------------------------------------------------------- the run loop
+def run_identity(denoiser: Any, device: torch.device | str) -> dict[str, Any]:
+    """What a resumed run must share with the checkpointed one beyond the config: the model (resolved path and
+    content hash, msdfast.content_hash, as load_stable_diffusion records them), the denoiser's dtype and the
+    device type."""
+    return {"model_path": getattr(denoiser, "model_path", None), "model_hash": getattr(denoiser, "model_hash", None),
+            "dtype": str(denoiser.dtype), "device_type": torch.device(device).type}
+
+
+_IDENTITY_OPTION = {"model_path": "--model", "model_hash": "--model", "dtype": "--dtype", "device_type": "--device"}
+
+
+def _check_same_run(ck: dict[str, Any], cfg: DistillConfig, identity: dict[str, Any], path: Path) -> None:
+    """UserInputError naming the option whose value differs from the checkpointed run's."""
+    old, new = ck["config"], asdict(cfg)
+    for k in sorted(set(old) | set(new)):
+        if k not in NON_RESULT_KEYS and old.get(k) != new.get(k):
+            opt = "--option" if k == "options" else "--" + k.replace("_", "-")
+            raise UserInputError(f"{opt}: {new.get(k)!r} differs from the checkpointed run's {old.get(k)!r} "
+                                 f"({path}); use a new --out to start a different run")
+    was = ck.get("identity", {})
+    for k, v in identity.items():
+        if was.get(k) != v:
+            what = {"model_hash": "content"}.get(k, k.replace("_", " "))
+            raise UserInputError(f"{_IDENTITY_OPTION[k]}: the model/run's {what} {v!r} differs from the checkpointed "
+                                 f"run's {was.get(k)!r} ({path}); use a new --out to start a different run")
+
+
 def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      estimator: Any, generator: torch.Generator,
                      step_fn: Callable[[int], Any], render_fn: Callable[[], torch.Tensor],
-                     resume_keys: Sequence[str], run_info: dict[str, Any] | None = None,
+                     denoiser: Any, run_info: dict[str, Any] | None = None,
                      resume: bool = False, stop_after: int | None = None, job: str = "image",
                      strip_columns: Sequence[str] | None = None) -> dict[str, Any]:
     """Run (or resume) the optimisation of `field`; returns the metrics dict written to metrics.json + "field".
@@ -247,6 +275,8 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
     loss trick on latents computed FROM field, so res.loss.backward() reaches theta); AdamW step. A step whose
     res.info["finished"] is true (MSD: bandwidth below lambda_min, paper sec. 4.4) ends the run before stepping.
     stop_after: stop (as if interrupted) once that many steps in total are done -- used by the resume tests.
+    denoiser: the run's denoiser (its `run_identity` is checkpointed and must match on --resume, as must every
+    config field but NON_RESULT_KEYS).
     run_info: extra entries for config.json's "run" provenance (resolved sizes, ...); job: its name there.
     strip_columns: captions of each snapshot's columns in progress.png (3D: the view azimuths).
 
@@ -260,17 +290,14 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     device = next(iter(field.parameters())).device
+    identity = run_identity(denoiser, device)
 
     start, history, converged = 0, [], False
     if resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, map_location=device)  # checksum verified; tensors, dicts, primitives only
         for p in sorted((out / "snapshots").glob("step_*.png")):   # the final strip reads them all: check now
             _open_png(p)
-        old, new = ck["config"], asdict(cfg)
-        for k in resume_keys:
-            if old.get(k) != new.get(k):
-                raise ValueError(f"{k}: differs from the checkpointed run ({old.get(k)!r} vs "
-                                 f"{new.get(k)!r}); use a new --out to start a different run")
+        _check_same_run(ck, cfg, identity, ckpt_path)
         field.load_state_dict(ck["field"])
         optimizer.load_state_dict(ck["optimizer"])
         load_estimator_state(estimator, ck["estimator"])
@@ -296,6 +323,7 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
     def checkpoint(step: int) -> None:
         save_checkpoint({"config": asdict(cfg), "field": field.state_dict(), "optimizer": optimizer.state_dict(),
                       "estimator": estimator_state(estimator), "rng": _rng_states(generator), "step": step,
+                         "identity": identity,
                       "history": history, "converged": converged}, ckpt_path)
 
     from tqdm.auto import tqdm

@@ -23,13 +23,10 @@ import torch
 from ..runlock import open_run_folder
 from ..errors import UserInputError
 from ..config import option
-from .common import (COMMON_RESUME_KEYS, DistillConfig, add_distill_arguments, default_device,
+from .common import (DistillConfig, add_distill_arguments, default_device,
                      distill_config_from_args, list_options, load_denoiser, run_distillation)
 
 __all__ = ["ImageConfig", "add_image_arguments", "run_image", "distill_image"]
-
-_RESUME_KEYS = COMMON_RESUME_KEYS + ("field", "resolution")
-
 
 @dataclass
 class ImageConfig(DistillConfig):
@@ -91,7 +88,7 @@ def _distill_image(cfg: ImageConfig, *, resume: bool, denoiser: Any, estimator_f
         return denoiser.decode_latents(img) if fld.is_latent else img
 
     return run_distillation(cfg, field=fld, optimizer=opt, estimator=est, generator=gen, step_fn=step_fn,
-                            render_fn=render_fn, resume_keys=_RESUME_KEYS, resume=resume, stop_after=stop_after,
+                            render_fn=render_fn, denoiser=denoiser, resume=resume, stop_after=stop_after,
                             job="image",
                             run_info={"resolution": resolution, "denoiser_dtype": str(denoiser.dtype)})
 

@@ -28,15 +28,12 @@ import torch
 from ..runlock import open_run_folder
 from ..config import option
 from ..errors import UserInputError
-from .common import (COMMON_RESUME_KEYS, DistillConfig, add_distill_arguments, default_device,
+from .common import (DistillConfig, add_distill_arguments, default_device,
                      distill_config_from_args, list_options, load_denoiser, run_distillation)
 
 __all__ = ["ThreeDConfig", "distill_3d", "add_3d_arguments", "run_3d", "build_nerf", "camera_ranges"]
 
 _RANGES = ("elevation_range", "azimuth_range", "distance_range", "fovy_range")
-_RESUME_KEYS = COMMON_RESUME_KEYS + ("render_size", "batch_size", "n_samples", "radius", "hidden",
-                                     "n_hidden_layers", "grid", "density_activation", "density_bias",
-                                     "blob_scale", "blob_std", "view_dependent") + _RANGES
 
 
 @dataclass
@@ -163,7 +160,7 @@ def _distill_3d(cfg: ThreeDConfig, *, resume: bool, denoiser: Any, estimator_fac
         return torch.cat([rgb, alpha], dim=0).permute(2, 0, 1).unsqueeze(0)
 
     return run_distillation(cfg, field=nerf, optimizer=opt, estimator=est, generator=gen, step_fn=step_fn,
-                            render_fn=render_fn, resume_keys=_RESUME_KEYS, resume=resume, stop_after=stop_after,
+                            render_fn=render_fn, denoiser=denoiser, resume=resume, stop_after=stop_after,
                             job="3d", strip_columns=[f"az {360.0 * k / cfg.snapshot_views:.0f} deg"
                                                      for k in range(cfg.snapshot_views)],
                             run_info={"encode_resolution": denoiser.encode_resolution,
