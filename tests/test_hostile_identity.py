@@ -62,7 +62,7 @@ def test_dtype_change_is_refused(model: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kw,opt", [({"lr": 0.02}, "--lr"), ({"seed": 4}, "--seed"), ({"steps": 5}, "--steps"),
-                                    ({"weight_decay": 0.0}, "--weight-decay"), ({"options": {"x": 1}}, "--option"),
+                                    ({"weight_decay": 0.0}, "--weight-decay"), ({"options": {"t_range": [0.1, 0.9]}}, "--option"),
                                     ({"unet_backend": "onnx"}, "--unet-backend"), ({"field": "pixel"}, "--field"),
                                     ({"negative_prompt": "blurry"}, "--negative-prompt")])
 def test_result_changing_settings_are_refused(model: Path, tmp_path: Path, kw: dict, opt: str) -> None:
