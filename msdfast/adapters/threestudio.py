@@ -19,7 +19,9 @@ The public contract (../shared/DESIGN.md "The threestudio guidance contract", MA
 
 Guidance scale: `guidance_scale` is read in threestudio's form s (eps_c + s (eps_c - eps_u)), so existing
 configs keep their meaning; msdfast's estimators take the diffusers w = s + 1 (MATH.md sec. 1). Set
-`guidance_scale_form: "diffusers"` to give w directly. The default s = 6.5 is the papers' CFG 7.5.
+`guidance_scale_form: "diffusers"` to give w directly. The default s = 6.5 is the papers' CFG 7.5. threestudio's own
+VSD guidance (ProlificDreamer's) is the exception: it writes eps_u + s (eps_c - eps_u), the diffusers form, so a
+prolificdreamer config's guidance_scale 7.5 keeps its meaning with `guidance_scale_form: "diffusers"`.
 
 The returned loss key is `loss_sds` by default (an existing system's `lambda_sds` applies unchanged); set
 `loss_name: "method"` to get `loss_<method>` (then the system config needs `lambda_<method>`).
