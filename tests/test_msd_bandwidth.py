@@ -45,6 +45,16 @@ def test_pipeline_rejects_it_before_loading_a_model(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "final.png").exists()
 
 
+def test_cli_says_so_in_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from msdfast.cli import main
+
+    rc = main(["image", "--model", str(tmp_path / "no-such-model"), "--prompt", "x", "--method", "msd",
+               "--option", "bandwidth=0.001", "--option", "lambda_min=0.01", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "0.001" in err and "lambda_min = 0.01" in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_image_run_on_tiny_sd_decreases_lambda_and_stops_below_lambda_min(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     """`msdfast image` with MSD's defaults (no schedule option): lambda strictly decreases step by step and the run
