@@ -24,10 +24,6 @@ from msdfast.testing.tiny_sd import tiny_sd_path
 def _build(method: str, den: Any, **opts: Any):  # noqa: ANN202
     from msdfast import estimators
 
-    try:
-        estimators.estimator_class(method)
-    except NotImplementedError:
-        pytest.skip(f"estimator {method!r} not implemented yet")
     return estimators.build(method, den, **opts)
 
 

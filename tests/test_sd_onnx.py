@@ -59,13 +59,8 @@ def test_profile_cli_with_onnx_unet(tmp_path: Path, host, monkeypatch: pytest.Mo
     import argparse
     import json
 
-    from msdfast import estimators
     from msdfast.profile import add_profile_arguments, run_profile
 
-    try:
-        estimators.estimator_class("sds")
-    except NotImplementedError:
-        pytest.skip("sds not implemented yet")
     monkeypatch.setenv("MSDFAST_CACHE", str(tmp_path / "cache"))
     p = argparse.ArgumentParser()
     add_profile_arguments(p)

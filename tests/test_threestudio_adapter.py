@@ -113,12 +113,6 @@ ADAPTER_OPTIONS: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("method", list(ADAPTER_OPTIONS))
 def test_every_real_method_through_the_adapter(den, method: str) -> None:  # noqa: ANN001
-    from msdfast import estimators
-
-    try:
-        estimators.estimator_class(method)
-    except NotImplementedError:
-        pytest.skip(f"estimator {method!r} not implemented yet")
     g = MSDFastGuidance({"method": method, "seed": 0, "loss_name": "method", "trainer_max_steps": 10,
                          "estimator": ADAPTER_OPTIONS[method]}, denoiser=den)
     pu = den.prompt_embeddings("a hamburger", view_dependent=True)  # msdfast's own prompt_utils
@@ -133,12 +127,6 @@ def test_every_real_method_through_the_adapter(den, method: str) -> None:  # noq
 
 
 def test_explicit_t_range_reaches_the_estimator(den) -> None:  # noqa: ANN001
-    from msdfast import estimators
-
-    try:
-        estimators.estimator_class("sds")
-    except NotImplementedError:
-        pytest.skip("sds not implemented yet")
     g = MSDFastGuidance({"method": "sds", "max_step_percent": [0, 0.9, 0.5, 100]}, denoiser=den)
     assert (g.estimator.t_min, g.estimator.t_max) == (20, 900)
     g.update_step(0, 100)

@@ -154,16 +154,12 @@ class MSDFastGuidance(torch.nn.Module):
             self.set_min_max_steps(C(self.cfg["min_step_percent"], epoch, global_step),
                                    C(self.cfg["max_step_percent"], epoch, global_step))
         if (self.min_step, self.max_step) != old:
-            if hasattr(self.estimator, "set_t_range"):
-                self.estimator.set_t_range((self.min_step, self.max_step))
-            elif hasattr(self.estimator, "t_min"):  # msdfast's GuidedEstimator keeps the range as t_min/t_max
-                self.estimator.t_min, self.estimator.t_max = self.min_step, self.max_step
+            self.estimator.set_t_range((self.min_step, self.max_step))
         self.estimator.update_step(global_step, int(self.cfg["trainer_max_steps"]))
 
     def state_dict_extra(self) -> dict[str, Any]:
         """Estimator state (bandwidth schedule, DSD seed, VSD model) for the system's checkpoint."""
-        from ..estimators.base import estimator_state
-        return estimator_state(self.estimator)
+        return self.estimator.state_dict()
 
     # ------------------------------------------------------------------ the call
     def _latents(self, rgb: torch.Tensor, rgb_as_latents: bool) -> torch.Tensor:

@@ -24,11 +24,12 @@ import importlib
 from typing import Any
 
 from ..denoisers.base import Denoiser
+from ..errors import UserInputError
 from .base import Estimator, GradientEstimate, loss_trick  # noqa: F401
 
 METHODS = ("sds", "sdi", "asd", "vsd", "msd", "dsd")
 
-# method -> (module, class); modules are imported lazily so a missing one only breaks its own method.
+# method -> (module, class); a method's module is imported when it is first used.
 _REGISTRY: dict[str, tuple[str, str]] = {
     "sds": ("sds", "SDS"),
     "asd": ("sds", "ASD"),
@@ -40,20 +41,11 @@ _REGISTRY: dict[str, tuple[str, str]] = {
 
 
 def estimator_class(method: str) -> type[Estimator]:
-    """The Estimator subclass implementing `method` (one of METHODS)."""
+    """The Estimator subclass implementing `method` (one of METHODS); its module is imported on first use."""
     if not isinstance(method, str) or method.lower() not in _REGISTRY:
-        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+        raise UserInputError(f"method: expected one of {METHODS}, got {method!r}")
     mod_name, cls_name = _REGISTRY[method.lower()]
-    try:
-        mod = importlib.import_module(f"{__name__}.{mod_name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{mod_name}":
-            raise
-        raise NotImplementedError(f"method: {method!r} is not implemented yet") from None
-    cls = getattr(mod, cls_name, None)
-    if cls is None:
-        raise NotImplementedError(f"method: {method!r} is not implemented yet")
-    return cls
+    return getattr(importlib.import_module(f"{__name__}.{mod_name}"), cls_name)
 
 
 def build(method: str, denoiser: Denoiser, **options: Any) -> Estimator:

@@ -40,6 +40,16 @@ class Estimator:
         self.step = 0
         self.total_steps = 1
 
+    # ------------------------------------------------------------------ state (checkpoint / exact resume)
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (subclasses add their own entries)."""
+        return {"method": self.name, "step": self.step, "total_steps": self.total_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["method"] != self.name:
+            raise ValueError(f"state: saved by estimator {state['method']!r}, loading into {self.name!r}")
+        self.step, self.total_steps = int(state["step"]), int(state["total_steps"])
+
     def update_step(self, step: int, total_steps: int) -> None:
         """Called once per optimisation step (time-range / bandwidth annealing; threestudio hook)."""
         self.step, self.total_steps = int(step), max(int(total_steps), 1)
@@ -64,17 +74,3 @@ class Estimator:
             g, info = self._estimate(x.detach(), cond, uncond, generator)
         return GradientEstimate(g, loss_trick(x, g), self.denoiser.stats.nfe - nfe0, info)
 
-
-# ------------------------------------------------------------------ checkpointing
-def estimator_state(est: Any) -> dict[str, Any]:
-    """The estimator's resumable state: its state_dict() (msdfast estimators), else its attributes."""
-    if hasattr(est, "state_dict"):
-        return {"kind": "state_dict", "state": est.state_dict()}
-    return {"kind": "vars", "state": {k: v for k, v in vars(est).items() if not isinstance(v, Denoiser)}}
-
-
-def load_estimator_state(est: Any, blob: dict[str, Any]) -> None:
-    if blob["kind"] == "state_dict":
-        est.load_state_dict(blob["state"])
-    else:
-        vars(est).update(blob["state"])

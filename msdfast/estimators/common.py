@@ -136,12 +136,6 @@ class GuidedEstimator(Estimator):
         t = round(self.t_max - (self.t_max - self.t_min) * self.progress)
         return torch.full((batch,), int(t), dtype=torch.long, device=device)
 
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly (subclasses add their own entries)."""
-        return {"method": self.name, "step": self.step, "total_steps": self.total_steps}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("method", self.name) != self.name:
-            raise ValueError(f"state: saved by estimator {state.get('method')!r}, loading into {self.name!r}")
-        self.step, self.total_steps = int(state["step"]), int(state["total_steps"])
+    def set_t_range(self, t_range: Sequence[float]) -> None:
+        """Change (t_min, t_max) during a run (threestudio's min/max_step schedules): fractions of T or timesteps."""
+        self.t_min, self.t_max = resolve_t_range(t_range, self.schedule.num_train_timesteps, self.default_t_range)

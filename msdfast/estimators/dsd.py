@@ -201,6 +201,6 @@ class DSD(GuidedEstimator):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.seed = None if state.get("seed") is None else state["seed"].clone()
+        self.seed = None if state["seed"] is None else state["seed"].clone()
         self._cache.clear()
 

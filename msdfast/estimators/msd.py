@@ -114,5 +114,4 @@ class MSD(GuidedEstimator):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        if "bandwidth" in state:
-            self.bandwidth = BandwidthSchedule(**state["bandwidth"])
+        self.bandwidth = BandwidthSchedule(**state["bandwidth"])

@@ -33,7 +33,6 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import RUN_INFO_KEY, add_job_arguments, coerce_fields, config_from_args, config_to_dict, option
 from ..errors import UserInputError
 from ..estimators import METHODS
-from ..estimators.base import estimator_state, load_estimator_state
 
 __all__ = ["DistillConfig", "NON_RESULT_KEYS", "run_identity", "run_distillation", "load_denoiser", "default_device",
            "save_png", "progress_strip", "add_distill_arguments", "distill_config_from_args", "list_options",
@@ -300,7 +299,7 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
         _check_same_run(ck, cfg, identity, ckpt_path)
         field.load_state_dict(ck["field"])
         optimizer.load_state_dict(ck["optimizer"])
-        load_estimator_state(estimator, ck["estimator"])
+        estimator.load_state_dict(ck["estimator"])
         _set_rng_states(generator, ck["rng"])
         start, history, converged = int(ck["step"]), list(ck["history"]), bool(ck.get("converged", False))
     from ..estimators.options import resolved_options
@@ -322,7 +321,7 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
 
     def checkpoint(step: int) -> None:
         save_checkpoint({"config": asdict(cfg), "field": field.state_dict(), "optimizer": optimizer.state_dict(),
-                      "estimator": estimator_state(estimator), "rng": _rng_states(generator), "step": step,
+                      "estimator": estimator.state_dict(), "rng": _rng_states(generator), "step": step,
                          "identity": identity,
                       "history": history, "converged": converged}, ckpt_path)
 

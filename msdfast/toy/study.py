@@ -56,7 +56,7 @@ from ..runlock import open_run_folder
 from . import report
 from .plots import plot_panels
 from .protocol import (DEFAULT_METHODS, FULL_COLUMNS, FULL_METHODS, LABELS, METHOD_SPECS, ColumnSpec,
-                       ProtocolConfig, build_world, estimate_fn, evaluate, grid_points, log_density, make_estimator,
+                       ProtocolConfig, build_world, estimate_fn, evaluate, grid_points, log_density,
                        optimise, subsample)
 
 DEFAULT_GRID = 32
@@ -73,11 +73,8 @@ def add_toy_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="toy_action", metavar="{train}",
                                 help="optional action: 'train' trains the shipped toy MLPs (msdfast.toy.train)")
     tp = sub.add_parser("train", help="train the toy MLP denoisers (msdfast.toy.train)")
-    try:
-        from .train import add_train_arguments
-        add_train_arguments(tp)
-    except ImportError as e:  # pragma: no cover - only while the training module is missing
-        tp.set_defaults(train_import_error=str(e))
+    from .train import add_train_arguments
+    add_train_arguments(tp)
     g = parser.add_argument_group("study")
     g.add_argument("--dataset", nargs="+", choices=("tree", "spiral", "pinwheel"), default=None,
                    help="data sets (default: tree; --full: all)")
@@ -200,8 +197,6 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
 def run_toy(args: argparse.Namespace) -> int:
     """Entry point of `msdfast toy` (msdfast.cli)."""
     if getattr(args, "toy_action", None) == "train":
-        if getattr(args, "train_import_error", None):
-            raise SystemExit(f"msdfast toy train: the training module is unavailable ({args.train_import_error})")
         from .train import run_train
         return int(run_train(args) or 0)
     if args.threads:
@@ -341,7 +336,6 @@ def run_study(plan: Plan) -> dict[str, Any]:
     efficiency: dict[str, dict[str, dict[str, Any]]] = {r: {} for r in plan.eff_points}
     landscapes: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     worlds: dict[str, Any] = {}
-    unavailable: dict[str, str] = {}
 
     def world_of(col: ColumnSpec) -> Any:
         if col.key not in worlds:
@@ -355,19 +349,8 @@ def run_study(plan: Plan) -> dict[str, Any]:
             rec = store.load("cell", key, CELL_EXTRA)
             if rec is not None:
                 bar.update(n_seeds * plan.cfg.steps)
-            elif m in unavailable:
-                bar.update(n_seeds * plan.cfg.steps)
-                continue
             else:
                 world, spec = world_of(col), METHOD_SPECS[m]
-                try:
-                    if spec.estimator:
-                        make_estimator(world, spec, plan.cfg)
-                except NotImplementedError as e:   # a method whose estimator has not landed: say so, go on
-                    unavailable[m] = str(e)
-                    tqdm.write(f"msdfast toy: skipping {m}: {e}")
-                    bar.update(n_seeds * plan.cfg.steps)
-                    continue
                 per_seed, arrays, nfe, secs, state, steps_run = [], {}, 0, 0.0, None, []
                 for s in plan.seeds:
                     res = optimise(world, spec, plan.cfg, plan.cfg.seed + s, on_step=bar.update,
@@ -460,7 +443,7 @@ def run_study(plan: Plan) -> dict[str, Any]:
 
     methods = [m for m in plan.methods if any(f"{c.key}|{m}" in cells for c in plan.columns)]
     primary = plan.eff_points[0] if plan.eff_points else "grid"
-    results = {"methods": methods, "unavailable": unavailable, "columns": [c.key for c in plan.columns], "cells": cells,
+    results = {"methods": methods, "columns": [c.key for c in plan.columns], "cells": cells,
                "efficiency": efficiency.get(primary, {}), "efficiency_points": list(efficiency),
                "efficiency_by_points": efficiency, "config": fp}
     report.write_tables(out, results, LABELS)
