@@ -145,6 +145,26 @@ def tables(data: dict[str, Any]) -> str:
     return summary(data) + "\n" + make_table(data) + "\n"
 
 
+def load_results(path: str) -> dict[str, Any]:
+    """A pytest-benchmark JSON (--json); a UserInputError naming the file when it is missing or malformed."""
+    from .errors import UserInputError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserInputError(f"--json {path}: no such file (run `msdfast bench kernels` without --from-json "
+                             "to make it)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserInputError(f"--json {path}: not a readable JSON file ({type(e).__name__}: {e})") from None
+    ok = isinstance(data, dict) and isinstance(data.get("benchmarks"), list) and all(
+        isinstance(b, dict) and isinstance(b.get("name"), str) and isinstance(b.get("stats"), dict)
+        and "median" in b["stats"] for b in data["benchmarks"])
+    if not ok:
+        raise UserInputError(f"--json {path}: not a pytest-benchmark result (expected a 'benchmarks' list of "
+                             "entries with 'name' and 'stats.median')")
+    return data
+
+
 def run_bench(args: argparse.Namespace) -> int:
     if not args.from_json:
         rc = run_pytest(list(args.ops), args.json, quick=args.quick, extra=args.pytest_args, threads=args.threads,
@@ -153,8 +173,7 @@ def run_bench(args: argparse.Namespace) -> int:
             print(f"msdfast bench: pytest exited with {rc}", file=sys.stderr)
             if not Path(args.json).exists():
                 return rc
-    with open(args.json) as f:
-        text = tables(json.load(f))
+    text = tables(load_results(args.json))
     print(text)
     if args.table:
         Path(args.table).write_text(text)

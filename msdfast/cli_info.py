@@ -7,9 +7,29 @@ import time
 import torch
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if len(shape) < 2 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected >= 2 positive sizes (batch first), got {text!r}")
+    return shape
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--shape", default="2,4,64,64", help="latent shape, comma separated")
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--shape", type=_shape, default="2,4,64,64", help="latent shape, comma separated")
+    p.add_argument("--steps", type=_positive, default=50)
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -24,7 +44,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from msdfast import ops
     from msdfast.schedule import VPSchedule, psr_factor
 
-    shape = tuple(int(v) for v in args.shape.split(","))
+    shape = args.shape
     sch = VPSchedule.stable_diffusion()
     g = torch.Generator().manual_seed(0)
     z0 = torch.randn(shape, generator=g)

@@ -43,14 +43,15 @@ RUN_INFO_KEY = "run"   # the provenance entry of a run's config.json (ignored wh
 
 def option(default: Any = dataclasses.MISSING, *, help: str = "", flag: str | None = None,
            choices: Iterable[Any] | None = None, metavar: str | None = None, cli: bool = True,
-           default_factory: Any = dataclasses.MISSING, finite: bool = True) -> Any:
+           default_factory: Any = dataclasses.MISSING, finite: bool = True, nargs: str | None = None) -> Any:
     """A config field with its command-line help (dataclasses.field plus metadata).
 
-    flag: the command-line flag (default --field-name); choices: allowed values; cli=False: config file only;
-    finite=False: a float that may be inf.
+    flag: the command-line flag (default --field-name); choices: allowed values (of each element for a list);
+    cli=False: config file only; finite=False: a float that may be inf; nargs: "+" lets a KEY=VALUE flag take
+    several pairs at once (--msd chains=4 steps=16).
     """
     meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices is not None else None,
-            "metavar": metavar, "cli": cli, "finite": finite}
+            "metavar": metavar, "cli": cli, "finite": finite, "nargs": nargs}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -220,8 +221,9 @@ def coerce_fields(cls: type, values: Mapping[str, Any], source: str | None) -> d
         name = f"{source}: {k}" if source else k if source == "" else flag_name(k, m)
         out[k] = coerce(v, tps[k], name, finite=m.get("finite", True))
         choices = m.get("choices")
-        if choices and out[k] is not None and out[k] not in choices:
-            raise UserInputError(f"{name}: expected one of {list(choices)}, got {out[k]!r}")
+        for v in (out[k] if isinstance(out[k], (list, tuple)) else [out[k]]) if choices else ():
+            if v is not None and v not in choices:
+                raise UserInputError(f"{name}: expected one of {list(choices)}, got {v!r}")
     return out
 
 
@@ -324,6 +326,17 @@ def _scalar_type(tp: Any) -> Any:
     return tp if tp in (int, float, str) else None
 
 
+def _list_type(tp: Any) -> Any:
+    """X of list[X] / tuple[X, ...] (also inside X | None); None for other types."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        return _list_type(rest[0]) if len(rest) == 1 else None
+    if origin is list or (origin is tuple and len(args) == 2 and args[1] is Ellipsis):
+        return args[0]
+    return None
+
+
 def add_config_arguments(parser: argparse.ArgumentParser | Any, cls: type, *, skip: Iterable[str] = (),
                          required: Iterable[str] = ()) -> None:
     """One flag per field of dataclass `cls` (module doc). Flags not given are absent from the parsed namespace
@@ -352,12 +365,16 @@ def add_config_arguments(parser: argparse.ArgumentParser | Any, cls: type, *, sk
                                 default=argparse.SUPPRESS)
         elif origin is dict or tp is dict:
             kw.setdefault("metavar", "KEY=VALUE")
+            if m.get("nargs"):
+                kw["nargs"] = m["nargs"]
             parser.add_argument(flag, action=_KeyValueAction, **kw)
         elif origin is tuple and args and args[-1] is not Ellipsis:
             kw.setdefault("metavar", tuple(f"V{i}" for i in range(len(args))) if len(args) != 2 else ("LO", "HI"))
             parser.add_argument(flag, nargs=len(args), type=_scalar_type(args[0]) or str, **kw)
-        elif origin in (list, tuple):
-            parser.add_argument(flag, nargs="+", type=_scalar_type(args[0]) if args else str, **kw)
+        elif _list_type(tp) is not None:
+            if m.get("choices"):
+                kw["choices"] = list(m["choices"])
+            parser.add_argument(flag, nargs="+", type=_scalar_type(_list_type(tp)) or str, **kw)
         else:
             conv = _scalar_type(tp) or str
             if m.get("choices"):

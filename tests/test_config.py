@@ -129,19 +129,20 @@ def test_missing_required_and_bad_files(tmp_path: Path) -> None:
         _resolve(["--config", str(tmp_path / "list.yaml")])
 
 
-def test_image_config_promotes_guidance_options() -> None:
+def test_image_config_promotes_guidance_options(tmp_path: Path) -> None:
     from msdfast.pipelines.common import add_distill_arguments, distill_config_from_args
 
     p = argparse.ArgumentParser()
     add_distill_arguments(p, ImageConfig)
-    args = p.parse_args(["--model", "m", "--prompt", "p", "--option", "guidance_scale=3", "--option", "chains=2"])
+    m = str(tmp_path)   # a folder (the model is not loaded here)
+    args = p.parse_args(["--model", m, "--prompt", "p", "--option", "guidance_scale=3", "--option", "chains=2"])
     cfg = distill_config_from_args(args, ImageConfig)
     assert cfg.guidance_scale == 3.0 and cfg.options == {"chains": 2}
     with pytest.raises(UserInputError, match="--option guidance_scale=3.0 conflicts with guidance_scale=7.5"):
-        distill_config_from_args(p.parse_args(["--model", "m", "--prompt", "p", "--guidance-scale", "7.5",
+        distill_config_from_args(p.parse_args(["--model", m, "--prompt", "p", "--guidance-scale", "7.5",
                                                "--option", "guidance_scale=3"]), ImageConfig)
-    with pytest.raises(UserInputError, match=r"--option chainz: not an option of msd \(valid: .*chains"):
-        distill_config_from_args(p.parse_args(["--model", "m", "--prompt", "p", "--option", "chainz=2"]),
+    with pytest.raises(UserInputError, match=r"--option chainz: not an option of msd \(valid: .*chains.*--list-options msd"):
+        distill_config_from_args(p.parse_args(["--model", m, "--prompt", "p", "--option", "chainz=2"]),
                                  ImageConfig)
 
 
@@ -250,3 +251,51 @@ def test_metrics_jsonl_continues_on_resume(tmp_path: Path, den) -> None:  # noqa
     from PIL import Image
     strip = Image.open(tmp_path / "progress.png")
     assert strip.height > 128      # a label band above the snapshots (steps 1, 2, 4)
+
+
+# ---------------------------------------------------------------------- the toy's rows (issue 11 item 5)
+def _toy_plan(*argv: str):  # noqa: ANN202
+    from msdfast.toy.study import add_toy_arguments, plan_from_args
+
+    p = argparse.ArgumentParser()
+    add_toy_arguments(p)
+    return plan_from_args(p.parse_args(list(argv)))
+
+
+def test_toy_msd_flag_never_rewrites_a_rows_fixed_settings() -> None:
+    from msdfast.toy.protocol import LAMBDA_0, METHOD_SPECS
+
+    plan = _toy_plan("--msd", "bandwidth=0.1", "chains=3")
+    opts = {m: plan.cfg.options_for(METHOD_SPECS[m]) for m in plan.methods if METHOD_SPECS[m].estimator == "msd"}
+    assert opts["msd-tweedie-0.05"]["bandwidth"] == 0.05          # the row IS lambda_0 = 0.05: kept
+    assert opts["msd-paper"]["bandwidth"] == LAMBDA_0 and opts["msd-paper"]["steps"] == 32   # the paper's reading
+    assert opts["msd-tweedie"]["bandwidth"] == 0.1 and opts["msd-sd-inversion"]["bandwidth"] == 0.1
+    assert all(o["chains"] == 3 for o in opts.values())           # the budget is the study's, every row gets it
+    assert opts["msd-tweedie-0.05"]["solver"] == "tweedie"
+    # naming the row changes it: per-row options beat the row's own settings
+    plan = _toy_plan("--msd", "bandwidth=0.1", "--option", "msd-tweedie-0.05.bandwidth=0.2")
+    assert plan.cfg.options_for(METHOD_SPECS["msd-tweedie-0.05"])["bandwidth"] == 0.2
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--msd", "solver=naive"], "--msd solver: every selected MSD row fixes solver"),
+    (["--msd", "guidance_scale=3"], "guidance is the column's"),
+    (["--option", "sds.guidance_scale=3"], "guidance is the column's"),
+    (["--msd", "chainz=2"], "--msd chainz: not an option of msd"),
+    (["--option", "sdi.inversion_steps=2.5"], "--option sdi.inversion_steps: expected an integer"),
+    (["--option", "nosuch.steps=3"], "--option nosuch.steps: expected ROW.KEY=VALUE"),
+])
+def test_toy_option_errors(argv: list[str], msg: str) -> None:
+    with pytest.raises(UserInputError, match=msg):
+        _toy_plan(*argv)
+
+
+def test_toy_config_file_and_flags(tmp_path: Path) -> None:
+    f = tmp_path / "toy.yaml"
+    f.write_text("steps: 20\nmethods: [sds, msd-paper]\nmsd: {chains: 2}\nefficiency: false\n")
+    plan = _toy_plan("--config", str(f), "--steps", "30")
+    assert plan.cfg.steps == 30 and plan.methods == ["sds", "msd-paper"] and not plan.efficiency
+    assert plan.cfg.msd_options == {"chains": 2} and plan.settings["steps"] == 30
+    f.write_text("methods: [sds, nosuch]\n")
+    with pytest.raises(UserInputError, match="toy.yaml: methods: expected one of"):
+        _toy_plan("--config", str(f))

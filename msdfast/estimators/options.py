@@ -97,10 +97,10 @@ def check_options(method: str, options: Mapping[str, Any], flag: str = "--option
     specs = {s.name: s for s in option_specs(method) if s.settable}
     out = {}
     for k, v in options.items():
-        name = f"{flag} {k}" if flag.startswith("-") else f"{flag}.{k}"
+        name = f"{flag}{k}" if flag.endswith(".") else f"{flag} {k}" if flag.startswith("-") else f"{flag}.{k}"
         if k not in specs:
             raise UserInputError(f"{name}: not an option of {method} (valid: {', '.join(sorted(specs))}; "
-                                 f"see --list-options {method})")
+                                 f"`msdfast image --list-options {method}` describes them)")
         out[k] = coerce(v, specs[k].type, name)
     return out
 

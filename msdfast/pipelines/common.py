@@ -96,6 +96,9 @@ class DistillConfig:
             raise UserInputError(f"weight_decay: must be >= 0, got {self.weight_decay}")
         if not 0 <= self.seed < 2**64:
             raise UserInputError(f"seed: must be in [0, 2**64), got {self.seed}")
+        for k in ("psr_k", "psr_s"):
+            if getattr(self, k) is not None and not getattr(self, k) > 0:
+                raise UserInputError(f"{k}: must be positive, got {getattr(self, k)}")
         if self.ckpt_every < 0 or self.snapshot_every < 0:
             raise UserInputError("ckpt_every/snapshot_every: must be >= 0 (0 = off)")
         for k in PROMOTED_OPTIONS:
@@ -230,7 +233,10 @@ def load_denoiser(cfg: DistillConfig, device: str) -> Any:
     from ..denoisers.unet_backend import exported_unet
 
     dtype = cfg.dtype or ("float16" if device == "cuda" else "float32")
-    host = load_stable_diffusion(cfg.model, device=device, dtype=dtype, compile=cfg.compile)
+    try:
+        host = load_stable_diffusion(cfg.model, device=device, dtype=dtype, compile=cfg.compile)
+    except FileNotFoundError as e:   # a missing or incomplete model folder: the loader's message names it
+        raise UserInputError(str(e)) from e
     return exported_unet(host, cfg.unet_backend)
 
 
@@ -410,6 +416,9 @@ def distill_config_from_args(args: argparse.Namespace, cls: type[DistillConfig])
     flag_opts = {k: v for k, v in getattr(args, "options", {}).items() if k not in PROMOTED_OPTIONS}
     check_options(cfg.method, flag_opts, "--option")   # name the flag for options typed on the command line
     cfg.validate()
+    if not Path(cfg.model).is_dir():
+        raise UserInputError(f"--model {cfg.model}: not a folder (msdfast loads Stable Diffusion from a local "
+                             "diffusers folder)")
     return cfg
 
 

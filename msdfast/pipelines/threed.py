@@ -75,7 +75,10 @@ class ThreeDConfig(DistillConfig):
                 raise UserInputError(f"{k}: must be >= 1, got {getattr(self, k)}")
         if not self.radius > 0:
             raise UserInputError(f"radius: must be positive, got {self.radius}")
-        camera_ranges(self).validate()
+        try:
+            camera_ranges(self).validate()
+        except ValueError as e:   # the camera ranges' own check names the range
+            raise UserInputError(str(e)) from None
 
     def estimator_options(self) -> dict[str, Any]:
         opts = super().estimator_options()

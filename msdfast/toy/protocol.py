@@ -79,12 +79,17 @@ FULL_COLUMNS = (ColumnSpec("tree", "ideal"), ColumnSpec("tree", "learned"), Colu
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A row: `estimator` is a name for msdfast.estimators.build (None for the DDIM reference)."""
+    """A row: `estimator` is a name for msdfast.estimators.build (None for the DDIM reference).
+
+    options: the row's fixed settings (what defines it: `--msd` never changes them); defaults: the study's
+    settings for the row (the MSD solver budget) that `--msd KEY=VALUE` may change (ProtocolConfig.options_for).
+    """
 
     key: str
     label: str
     estimator: str | None
     options: tuple[tuple[str, Any], ...] = ()
+    defaults: tuple[tuple[str, Any], ...] = ()
 
 
 # MSD solver settings of the study. The paper: 1e3 Monte Carlo samples per estimate. Here: 1 chain (module doc;
@@ -105,19 +110,20 @@ METHOD_SPECS: dict[str, MethodSpec] = {m.key: m for m in (
     MethodSpec("sdi", "SDI", "sdi"),
     MethodSpec("asd", "ASD", "asd"),
     MethodSpec("dsd", "DSD", "dsd"),
-    MethodSpec("msd-paper", "MSD (paper)", "msd", MSD_PAPER),
+    MethodSpec("msd-paper", "MSD (paper)", "msd", tuple(kv for kv in MSD_PAPER if kv[0] != "chains"),
+               (("chains", 1),)),   # the chain count is the study's budget (--msd chains=N), not the reading
     MethodSpec("msd-sd-inversion", "MSD (SD heuristics: inversion centres)", "msd",
-               (("solver", "stable"), ("centers", "inversion"), ("kernel_time", "tau")) + MSD_FAST),
+               (("solver", "stable"), ("centers", "inversion"), ("kernel_time", "tau")), MSD_FAST),
     MethodSpec("msd-noised", "MSD (ours: stable, noised kernel)", "msd",
-               (("solver", "stable"), ("kernel_time", "noised"), ("centers", "scaled")) + MSD_FAST),
-    MethodSpec("msd-naive", "MSD (naive eq. 12)", "msd", (("solver", "naive"),) + MSD_FAST),
-    MethodSpec("msd-posterior", "MSD (ours: exact posterior)", "msd", (("solver", "posterior"),) + MSD_FAST),
-    MethodSpec("msd-tweedie", "MSD (ours: Tweedie)", "msd", (("solver", "tweedie"),) + MSD_FAST),
+               (("solver", "stable"), ("kernel_time", "noised"), ("centers", "scaled")), MSD_FAST),
+    MethodSpec("msd-naive", "MSD (naive eq. 12)", "msd", (("solver", "naive"),), MSD_FAST),
+    MethodSpec("msd-posterior", "MSD (ours: exact posterior)", "msd", (("solver", "posterior"),), MSD_FAST),
+    MethodSpec("msd-tweedie", "MSD (ours: Tweedie)", "msd", (("solver", "tweedie"),), MSD_FAST),
     # Not in the paper: the zero-variance Tweedie estimator with a smaller initial bandwidth. lambda_0 =
     # sqrt(0.1) smooths the tree so much that the exact mean shift sends every target to a few modes
     # (recall ~0.01); lambda_0 = 0.05 keeps the branches apart (msdfast's measured improvement, README).
     MethodSpec("msd-tweedie-0.05", "MSD (ours: Tweedie, λ0 0.05)", "msd",
-               (("solver", "tweedie"),) + MSD_FAST + (("bandwidth", 0.05),)),
+               (("solver", "tweedie"), ("bandwidth", 0.05)), MSD_FAST),
 )}
 PAPER_METHODS = ("ddim", "sds", "vsd", "sdi", "msd-paper")
 DEFAULT_METHODS = ("ddim", "sds", "vsd", "sdi", "msd-paper", "msd-sd-inversion", "msd-noised", "msd-posterior",
@@ -138,8 +144,8 @@ class ProtocolConfig:
     ddim_steps: int = 32             # DDIM reference row (paper fig. 2: 32 steps)
     cfg_scale: float = 4.0           # diffusers-form CFG weight against the A+B model (Karras et al. toy: 4)
     autoguidance_scale: float = 3.0  # autoguidance weight against the small guide model (Karras et al. toy: 3)
-    msd_options: dict[str, Any] = field(default_factory=dict)   # overrides for every MSD variant
-    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method key
+    msd_options: dict[str, Any] = field(default_factory=dict)   # every MSD row's settings but its fixed ones
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per row key: beats everything
     seed: int = 0
     data_seed: int = 0
 
@@ -147,9 +153,13 @@ class ProtocolConfig:
         return asdict(self)
 
     def options_for(self, spec: MethodSpec) -> dict[str, Any]:
-        opts = dict(spec.options)
+        """The row's estimator options. Precedence (issue 11 item 5): the row's defaults < `--msd` (every MSD
+        row) < the row's fixed settings (spec.options: `--msd` never rewrites what defines a row, e.g. the
+        lambda_0 = 0.05 of msd-tweedie-0.05) < `--option ROW.KEY=VALUE` (names the row, so it wins)."""
+        opts = dict(spec.defaults)
         if spec.estimator == "msd":
             opts.update(self.msd_options)
+        opts.update(spec.options)
         opts.update(self.method_options.get(spec.key, {}))
         return opts
 

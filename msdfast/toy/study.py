@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_path, write_atomic
+from ..config import RUN_INFO_KEY, add_job_arguments, config_from_args, config_to_dict, option
 from ..content_hash import file_digest
 from ..errors import UserInputError
 from ..runlock import open_run_folder
@@ -58,6 +60,8 @@ from .plots import plot_panels
 from .protocol import (DEFAULT_METHODS, FULL_COLUMNS, FULL_METHODS, LABELS, METHOD_SPECS, ColumnSpec,
                        ProtocolConfig, build_world, estimate_fn, evaluate, grid_points, log_density,
                        optimise, subsample)
+
+log = logging.getLogger("msdfast.toy")
 
 DEFAULT_GRID = 32
 EFF_METHODS = ("sds", "vsd", "sdi", "msd-paper", "msd-sd-inversion", "msd-noised", "msd-naive", "msd-posterior", "msd-tweedie",
@@ -68,6 +72,58 @@ EFF_POINTS = ("particles", "grid")   # where eq. 17 averages over x (module doc)
 
 
 # ----------------------------------------------------------------------------------------- CLI
+@dataclass
+class ToyConfig:
+    """The settings of `msdfast toy` (its flags, --config files and the config.json of a study come from it).
+
+    Estimator options, lowest first (protocol.ProtocolConfig.options_for): the row's study defaults (MSD's
+    solver budget) < `msd` (every MSD row) < the row's fixed settings (what defines the row: `msd` never
+    rewrites them) < `options` ROW.KEY (names one row, so it wins). Guidance belongs to the column
+    (cfg_scale, autoguidance_scale): guidance_scale/guide in `msd` or `options` is an error.
+    """
+
+    dataset: list[str] | None = option(None, choices=("tree", "spiral", "pinwheel"),
+                                       help="data sets (default: tree; --full: all)")
+    denoiser: list[str] | None = option(None, choices=("ideal", "learned"),
+                                        help="ideal (exact GMM / empirical eq. 16) and/or learned MLP "
+                                             "(default: ideal; --full: both)")
+    guidance: list[str] | None = option(None, choices=("none", "cfg", "autoguidance"),
+                                        help="guidance of the learned tree model (default: none; --full: all three)")
+    methods: list[str] | None = option(None, choices=tuple(METHOD_SPECS),
+                                       help=f"rows (default: {' '.join(DEFAULT_METHODS)}; --full: "
+                                            f"{' '.join(FULL_METHODS)})")
+    steps: int = option(150, help="Adam steps (paper: 150)")
+    lr: float = option(0.08, help="Adam learning rate (paper: 0.08)")
+    grid: int | None = option(None, help=f"targets per axis over [-1.5, 1.5]^2 (default {DEFAULT_GRID}: 1024 "
+                                         "targets, the paper's ~1e3)")
+    seeds: list[int] = option(default_factory=lambda: [0], help="seeds; metrics are averaged over them")
+    n_data: int = option(10_000, help="data samples (paper: 1e4)")
+    ddim_steps: int = option(32, help="DDIM steps of the reference row (paper: 32)")
+    cfg_scale: float = option(4.0, help="CFG weight (diffusers form) for the cfg column")
+    autoguidance_scale: float = option(3.0, help="autoguidance weight")
+    msd: dict[str, Any] = option(default_factory=dict, nargs="+",
+                                 help="MSD options for every MSD row except the settings that define a row "
+                                      "(e.g. --msd chains=4 steps=16)")
+    options: dict[str, Any] = option(default_factory=dict, flag="--option", nargs="+", metavar="ROW.KEY=VALUE",
+                                     help="estimator option for one row; beats --msd and the row's own settings "
+                                          "(e.g. --option sdi.inversion_steps=10)")
+    out: str = option("toy_results", help="output folder")
+    full: bool = option(False, help="the complete grid of tables 1-3: 8 columns x 13 rows (~15 min on one core)")
+    efficiency: bool = option(True, help="table 3")
+    landscape: bool = option(True, help="the landscape figures")
+    eff_grid: int = option(16, help="eq. 17 averages over eff-grid^2 points x (grid reading: points per axis)")
+    eff_points: list[str] = option(default_factory=lambda: list(EFF_POINTS), choices=EFF_POINTS,
+                                   help="where eq. 17 is measured: the estimator's own targets at the probe step "
+                                        "('particles') and/or a uniform grid ('grid'); the first is table 3")
+    eff_repeats: int = option(16, help="independent estimates per point for eq. 17")
+    landscape_grid: int = option(48, help="landscape grid points per axis")
+    landscape_nfe: int = option(64, help="NFE budget per landscape point: repeats = budget / the method's NFE "
+                                         "per estimate")
+    figure_resolution: int = option(100, help="density grid of the point figures")
+    threads: int | None = option(None, help="torch CPU threads (default: torch's)")
+    progress: bool = option(True, help="progress bar")
+
+
 def add_toy_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `msdfast toy` (and the `train` action, routed to msdfast.toy.train)."""
     sub = parser.add_subparsers(dest="toy_action", metavar="{train}",
@@ -76,65 +132,9 @@ def add_toy_arguments(parser: argparse.ArgumentParser) -> None:
     from .train import add_train_arguments
     add_train_arguments(tp)
     g = parser.add_argument_group("study")
-    g.add_argument("--dataset", nargs="+", choices=("tree", "spiral", "pinwheel"), default=None,
-                   help="data sets (default: tree; --full: all)")
-    g.add_argument("--denoiser", nargs="+", choices=("ideal", "learned"), default=None,
-                   help="ideal (exact GMM / empirical eq. 16) and/or learned MLP (default: ideal; --full: both)")
-    g.add_argument("--guidance", nargs="+", choices=("none", "cfg", "autoguidance"), default=None,
-                   help="guidance of the learned tree model (default: none; --full: all three)")
-    g.add_argument("--methods", nargs="+", choices=tuple(METHOD_SPECS), default=None,
-                   help=f"rows (default: {' '.join(DEFAULT_METHODS)}; --full: {' '.join(FULL_METHODS)})")
-    g.add_argument("--steps", type=int, default=150, help="Adam steps (paper: 150)")
-    g.add_argument("--lr", type=float, default=0.08, help="Adam learning rate (paper: 0.08)")
-    g.add_argument("--grid", type=int, default=None,
-                   help=f"targets per axis over [-1.5, 1.5]^2 (default {DEFAULT_GRID}: 1024 targets, the paper's ~1e3)")
-    g.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds; metrics are averaged over them")
-    g.add_argument("--n-data", type=int, default=10_000, help="data samples (paper: 1e4)")
-    g.add_argument("--ddim-steps", type=int, default=32, help="DDIM steps of the reference row (paper: 32)")
-    g.add_argument("--cfg-scale", type=float, default=4.0, help="CFG weight (diffusers form) for the cfg column")
-    g.add_argument("--autoguidance-scale", type=float, default=3.0, help="autoguidance weight")
-    g.add_argument("--msd", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="MSD estimator options for every MSD variant (e.g. chains=4 steps=16)")
-    g.add_argument("--option", nargs="*", default=[], metavar="METHOD.KEY=VALUE",
-                   help="estimator option for one row (e.g. sdi.inversion_steps=10)")
-    g.add_argument("--out", default="toy_results", help="output folder (default: ./toy_results)")
-    g.add_argument("--full", action="store_true",
-                   help="the complete grid of tables 1-3: 8 columns x 11 rows (~15 min on one CPU core)")
+    add_job_arguments(g, ToyConfig)
     g.add_argument("--resume", action="store_true", help="skip cells already completed in --out with the same config")
     g.add_argument("--overwrite", action="store_true", help="delete the study already in --out and start again")
-    g.add_argument("--no-efficiency", action="store_true", help="skip table 3")
-    g.add_argument("--no-landscape", action="store_true", help="skip the landscape figures")
-    g.add_argument("--eff-grid", type=int, default=16,
-                   help="eq. 17 averages over eff-grid^2 points x (grid reading: points per axis)")
-    g.add_argument("--eff-points", nargs="+", choices=EFF_POINTS, default=list(EFF_POINTS),
-                   help="where eq. 17 is measured: the estimator's own targets at the probe step ('particles') "
-                        "and/or a uniform grid ('grid'); the first is table 3 (default: particles grid)")
-    g.add_argument("--eff-repeats", type=int, default=16, help="independent estimates per point for eq. 17")
-    g.add_argument("--landscape-grid", type=int, default=48, help="landscape grid points per axis")
-    g.add_argument("--landscape-nfe", type=int, default=64,
-                   help="NFE budget per landscape point: repeats = budget / the method's NFE per estimate")
-    g.add_argument("--figure-resolution", type=int, default=100, help="density grid of the point figures")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _parse_value(v: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(v.lower(), v)
-
-
-def _parse_kv(items: list[str], name: str) -> dict[str, Any]:
-    out = {}
-    for it in items:
-        if "=" not in it:
-            raise ValueError(f"{name}: expected KEY=VALUE, got {it!r}")
-        k, v = it.split("=", 1)
-        out[k.strip()] = _parse_value(v.strip())
-    return out
 
 
 @dataclass
@@ -155,43 +155,87 @@ class Plan:
     landscape_nfe: int = 64
     progress: bool = True
     figure_resolution: int = 100
+    settings: dict[str, Any] = field(default_factory=dict)   # the ToyConfig it came from (config.json)
 
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
+    """The plan of parsed `msdfast toy` arguments (defaults < --config < flags, msdfast.config)."""
+    plan = plan_from_config(config_from_args(args, ToyConfig, options_field=None))
+    plan.resume = bool(getattr(args, "resume", False))
+    return plan
+
+
+def plan_from_config(tc: ToyConfig) -> Plan:
     """Resolve the defaults / --full into the list of columns, rows and the protocol config."""
-    full = bool(args.full)
-    datasets = args.dataset or (["tree", "spiral", "pinwheel"] if full else ["tree"])
-    denoisers = args.denoiser or (["ideal", "learned"] if full else ["ideal"])
-    guidances = args.guidance or (["none", "cfg", "autoguidance"] if full else ["none"])
+    full = bool(tc.full)
+    datasets = tc.dataset or (["tree", "spiral", "pinwheel"] if full else ["tree"])
+    denoisers = tc.denoiser or (["ideal", "learned"] if full else ["ideal"])
+    guidances = tc.guidance or (["none", "cfg", "autoguidance"] if full else ["none"])
     columns = []
     for c in FULL_COLUMNS:
         if c.dataset in datasets and c.denoiser in denoisers and c.guidance in guidances:
             columns.append(c)
     if not columns:
-        raise ValueError("dataset/denoiser/guidance: this selection names no column of tables 1-2 "
-                         "(guidance applies to the tree's learned denoiser only)")
-    methods = list(args.methods or (FULL_METHODS if full else DEFAULT_METHODS))
-    if args.steps < 1:
-        raise ValueError("steps: must be >= 1")
-    grid = args.grid or DEFAULT_GRID
+        raise UserInputError("--dataset/--denoiser/--guidance: this selection names no column of tables 1-2 "
+                             "(guidance applies to the tree's learned denoiser only)")
+    methods = list(tc.methods or (FULL_METHODS if full else DEFAULT_METHODS))
+    if tc.steps < 1:
+        raise UserInputError(f"--steps: must be >= 1, got {tc.steps}")
+    grid = tc.grid or DEFAULT_GRID
     if grid < 2:
-        raise ValueError("grid: must be >= 2")
-    if args.eff_grid < 1 or args.eff_repeats < 2:
-        raise ValueError("eff-grid: must be >= 1 and eff-repeats >= 2 (eq. 17 needs two independent estimates)")
+        raise UserInputError(f"--grid: must be >= 2, got {grid}")
+    if tc.eff_grid < 1 or tc.eff_repeats < 2:
+        raise UserInputError("--eff-grid: must be >= 1 and --eff-repeats >= 2 (eq. 17 needs two independent "
+                             "estimates)")
+    for k in ("n_data", "ddim_steps", "landscape_grid", "landscape_nfe", "figure_resolution"):
+        if getattr(tc, k) < 1:
+            raise UserInputError(f"--{k.replace('_', '-')}: must be >= 1, got {getattr(tc, k)}")
+    if tc.threads is not None and tc.threads < 1:
+        raise UserInputError(f"--threads: must be >= 1, got {tc.threads}")
     options: dict[str, dict[str, Any]] = {}
-    for key, val in _parse_kv(args.option, "option").items():
-        m, _, k = key.partition(".")
+    for key, val in tc.options.items():
+        m, _, k = key.rpartition(".")   # row keys may hold dots (msd-tweedie-0.05), option names do not
         if m not in METHOD_SPECS or not k:
-            raise ValueError(f"option: expected METHOD.KEY=VALUE with METHOD in {tuple(METHOD_SPECS)}, got {key!r}")
+            raise UserInputError(f"--option {key}: expected ROW.KEY=VALUE with ROW in {tuple(METHOD_SPECS)}")
         options.setdefault(m, {})[k] = val
-    cfg = ProtocolConfig(grid=grid, steps=args.steps, lr=args.lr, n_data=args.n_data, ddim_steps=args.ddim_steps,
-                         cfg_scale=args.cfg_scale, autoguidance_scale=args.autoguidance_scale,
-                         msd_options=_parse_kv(args.msd, "msd"), method_options=options)
-    return Plan(columns, methods, list(args.seeds), cfg, Path(args.out), bool(args.resume),
-                not args.no_efficiency, not args.no_landscape,
-                [m for m in methods if m in EFF_METHODS], args.eff_grid, args.eff_repeats,
-                list(dict.fromkeys(args.eff_points)), args.landscape_grid, args.landscape_nfe, not args.no_progress,
-                args.figure_resolution)
+    msd_rows = [m for m in methods if METHOD_SPECS[m].estimator == "msd"]
+    for k in tc.msd:
+        if msd_rows and all(k in dict(METHOD_SPECS[m].options) for m in msd_rows):
+            raise UserInputError(f"--msd {k}: every selected MSD row fixes {k} (it defines the row); "
+                                 f"use --option ROW.{k}=VALUE to change one row")
+    _check_row_options(methods, tc.msd, options)
+    cfg = ProtocolConfig(grid=grid, steps=tc.steps, lr=tc.lr, n_data=tc.n_data, ddim_steps=tc.ddim_steps,
+                         cfg_scale=tc.cfg_scale, autoguidance_scale=tc.autoguidance_scale,
+                         msd_options=dict(tc.msd), method_options=options)
+    for m in msd_rows:
+        kept = sorted(k for k in tc.msd if k in dict(METHOD_SPECS[m].options) and k not in options.get(m, {}))
+        if kept:
+            log.info("toy: row %s keeps its own %s (--msd does not change what defines a row)", m, ", ".join(kept))
+    return Plan(columns, methods, list(tc.seeds), cfg, Path(tc.out), False, tc.efficiency, tc.landscape,
+                [m for m in methods if m in EFF_METHODS], tc.eff_grid, tc.eff_repeats,
+                list(dict.fromkeys(tc.eff_points)), tc.landscape_grid, tc.landscape_nfe, tc.progress,
+                tc.figure_resolution, settings=config_to_dict(tc))
+
+
+_COLUMN_OPTIONS = ("guidance_scale", "guide", "guide_cond")   # the column's guidance (--cfg-scale ...)
+
+
+def _check_row_options(methods: list[str], msd: dict[str, Any], options: dict[str, dict[str, Any]]) -> None:
+    """Every --msd / --option value checked against its estimator's options before anything runs."""
+    from ..estimators.options import check_options
+
+    for k in list(msd) + [k for o in options.values() for k in o]:
+        if k in _COLUMN_OPTIONS:
+            raise UserInputError(f"--msd/--option {k}: guidance is the column's; use --cfg-scale or "
+                                 "--autoguidance-scale")
+    if msd:
+        check_options("msd", msd, "--msd")
+    for row, opts in options.items():
+        est = METHOD_SPECS[row].estimator
+        if est is None:
+            raise UserInputError(f"--option {row}.{next(iter(opts))}: {row} is the DDIM reference sampler, it has "
+                                 "no estimator options")
+        opts.update(check_options(est, opts, f"--option {row}."))
 
 
 def run_toy(args: argparse.Namespace) -> int:
@@ -199,9 +243,9 @@ def run_toy(args: argparse.Namespace) -> int:
     if getattr(args, "toy_action", None) == "train":
         from .train import run_train
         return int(run_train(args) or 0)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    plan = plan_from_args(args)
+    plan = plan_from_args(args)   # every setting checked before anything runs
+    if plan.settings.get("threads"):
+        torch.set_num_threads(plan.settings["threads"])
     t0, c0 = time.perf_counter(), time.process_time()
     # one writer per --out; --resume needs completed cells, a new study an empty folder (or --overwrite)
     with open_run_folder(plan.out, resume=plan.resume, overwrite=bool(getattr(args, "overwrite", False)),
@@ -315,12 +359,19 @@ def run_study(plan: Plan) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     fp = {"protocol": plan.cfg.fingerprint(), "seeds": plan.seeds}
     store = CellStore(out, fp, plan.resume)
-    (out / "config.json").write_text(json.dumps(report._jsonable(
-        {"columns": [c.key for c in plan.columns], "methods": plan.methods, **fp,
-         "efficiency": {"methods": plan.eff_methods, "grid": plan.eff_grid, "repeats": plan.eff_repeats,
-                        "points": plan.eff_points, "probe_at": PROBE_AT} if plan.efficiency else None,
-         "landscape": {"grid": plan.landscape_grid, "nfe_budget": plan.landscape_nfe, "probe_at": PROBE_AT}
-         if plan.landscape else None}), indent=1, default=str))
+    from ..provenance import provenance
+
+    # the settings (replayable: msdfast toy --config OUT/config.json) and, under "run", the resolved plan
+    resolved = {"columns": [c.key for c in plan.columns], "methods": plan.methods, **fp,
+                "efficiency": {"methods": plan.eff_methods, "grid": plan.eff_grid, "repeats": plan.eff_repeats,
+                               "points": plan.eff_points, "probe_at": PROBE_AT} if plan.efficiency else None,
+                "landscape": {"grid": plan.landscape_grid, "nfe_budget": plan.landscape_nfe, "probe_at": PROBE_AT}
+                if plan.landscape else None,
+                "row_options": {m: plan.cfg.options_for(METHOD_SPECS[m]) for m in plan.methods
+                                if METHOD_SPECS[m].estimator}}
+    write_atomic(out / "config.json", json.dumps(report._jsonable(
+        {**plan.settings, RUN_INFO_KEY: {**provenance("toy", device="cpu"), **resolved}}), indent=1,
+        default=str).encode())
 
     n_seeds = len(plan.seeds)
     eff_cols = [c for c in plan.columns if c.guidance == "none"]
