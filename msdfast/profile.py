@@ -1,7 +1,7 @@
-"""`msdfast profile`: what one gradient of each estimator costs (DESIGN.md "Performance principles").
+"""`msdfast profile`: what one gradient of each estimator costs.
 
 For each of a few gradients it reports the denoiser calls (tag, batch size, seconds) from the Denoiser's call
-log, the NFE (the sum of call batch sizes; a CFG pair counts 2 per sample, MATH.md sec. 2), the time spent
+log, the NFE (the sum of call batch sizes; a CFG pair counts 2 per sample, docs/math.md sec. 2), the time spent
 inside the denoiser vs everything else in the estimator, and the peak memory: torch.cuda.max_memory_allocated
 on CUDA (reset per gradient), the process's RSS high-water mark (getrusage ru_maxrss) on the CPU.
 

@@ -1,6 +1,6 @@
 """Variance-preserving noise schedules, time grids and prediction conversions.
 
-Conventions (../shared/MATH.md section 1): discrete t in {0..T-1}, abar_t = alphas_cumprod[t],
+Conventions (docs/math.md sec. 1): discrete t in {0..T-1}, abar_t = alphas_cumprod[t],
 alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), SNR_t = abar_t / (1 - abar_t), VE noise level
 s_t = sigma_t / alpha_t, normalised time tau = t / T. Forward process z_t = alpha_t x + sigma_t eps.
 
@@ -124,7 +124,7 @@ class VPSchedule:
         return ((1.0 - ab) / ab).sqrt()
 
     def tau(self, t: Tensorish, device: torch.device | str | None = None) -> torch.Tensor:
-        """Normalised time tau = t / T (MATH.md: the unit of the MSD kernel ODE)."""
+        """Normalised time tau = t / T (docs/math.md: the unit of the MSD kernel ODE)."""
         t = torch.as_tensor(t, device=device)
         return t.to(torch.float32) / self.num_train_timesteps
 

@@ -1,6 +1,6 @@
 """A threestudio-compatible guidance: swap SDS for MSD / DSD / SDI / ASD / VSD by changing the guidance type.
 
-The public contract (../shared/DESIGN.md "The threestudio guidance contract", MATH.md sec. 2):
+The public contract (docs/math.md sec. 2.1):
 
     out = guidance(rgb, prompt_utils, elevation, azimuth, camera_distances,
                    rgb_as_latents=False, guidance_eval=False, **kwargs)
@@ -18,7 +18,7 @@ The public contract (../shared/DESIGN.md "The threestudio guidance contract", MA
 * Config values may be threestudio schedules [start_step, start_value, end_value, end_step] (see `C`).
 
 Guidance scale: `guidance_scale` is read in threestudio's form s (eps_c + s (eps_c - eps_u)), so existing
-configs keep their meaning; msdfast's estimators take the diffusers w = s + 1 (MATH.md sec. 1). Set
+configs keep their meaning; msdfast's estimators take the diffusers w = s + 1 (docs/math.md sec. 1). Set
 `guidance_scale_form: "diffusers"` to give w directly. The default s = 6.5 is the papers' CFG 7.5. threestudio's own
 VSD guidance (ProlificDreamer's) is the exception: it writes eps_u + s (eps_c - eps_u), the diffusers form, so a
 prolificdreamer config's guidance_scale 7.5 keeps its meaning with `guidance_scale_form: "diffusers"`.

@@ -1,15 +1,15 @@
-"""The denoiser protocol every sampler and estimator is written against (MATH.md sec. 1).
+"""The denoiser protocol every sampler and estimator is written against (docs/math.md sec. 1).
 
 A denoiser predicts eps_hat(z, t, cond) for a batch of VP-noised inputs z_t = alpha_t x + sigma_t eps at
 integer timesteps t (a [B] long tensor). Subclasses implement `_eps(z, t, cond)` -- ONE batched
 evaluation -- and the base class adds:
   * NFE accounting: every evaluation adds its batch size to `stats.nfe` and logs (batch, seconds),
-    which `msdfast profile` reads. A CFG pair counts 2 per sample (MATH.md sec. 2).
+    which `msdfast profile` reads. A CFG pair counts 2 per sample (docs/math.md sec. 2).
   * `eps_pair`: conditional and unconditional predictions from ONE batched call (cond and uncond
     concatenated) where the model allows it; models whose "unconditional" is a different network
     (the toy's A+B model, autoguidance's small model) override it.
   * EDM/VE form: `denoise_ve(x, s, cond)` = D(x; s) with z = alpha x, s = sigma/alpha
-    (MATH.md sec. 1), for Euler/Heun samplers; toy denoisers natively defined in VE form implement
+    (docs/math.md sec. 1), for Euler/Heun samplers; toy denoisers natively defined in VE form implement
     `_denoise_ve` and get `_eps` for free.
 
 Conditions are opaque to samplers: a tensor whose first dim is the batch (class ids, text

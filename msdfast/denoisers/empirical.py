@@ -1,4 +1,4 @@
-"""Ideal denoiser of an empirical distribution (MSD paper eq. 16; MATH.md sec. 3).
+"""Ideal denoiser of an empirical distribution (MSD paper eq. 16; docs/math.md sec. 3).
 
 D*(x; s) = sum_i u_i N(x; u_i, s^2 I) / sum_i N(x; u_i, s^2 I) over the training points u_i: a softmax
 over data, computed streaming by `msdfast.ops.empirical_denoiser` (never a [queries x data] matrix in the

@@ -1,4 +1,4 @@
-"""Exact denoiser of a Gaussian mixture at any noise level (the tree toy's ideal denoiser, MATH.md sec. 3).
+"""Exact denoiser of a Gaussian mixture at any noise level (the tree toy's ideal denoiser, docs/math.md sec. 3).
 
 VE form (Karras et al. 2022, eq. 3 / Tweedie): D(x; s) = x + s^2 grad_x log p_s(x) with
 p_s = sum_k phi_k N(mu_k, S_k + s^2 I), evaluated by `msdfast.ops.gmm_score` in float64 (the tree's
@@ -99,7 +99,7 @@ class GMM:
 
     def product_sample(self, x: torch.Tensor, lam: float, n: int = 1,
                        generator: torch.Generator | None = None) -> torch.Tensor:
-        """n exact samples per point of q(y | x) ~ p(y) N(x; y, lam^2 I), chain-major [n*B, 2] (docs/math.md sec. 4).
+        """n exact samples per point of q(y | x) ~ p(y) N(x; y, lam^2 I), chain-major [n*B, 2] (docs/math.md sec. 2.6).
 
         r_k ~ phi_k N(x; mu_k, S_k + lam^2 I); y | k ~ N(m_k, C_k), C_k = (S_k^-1 + lam^-2 I)^-1,
         m_k = C_k (S_k^-1 mu_k + lam^-2 x). Computed in float64 on x's device, returned in x's dtype.

@@ -1,4 +1,4 @@
-"""The learned toy denoiser: a small magnitude-preserving MLP that outputs a log density (MATH.md sec. 3).
+"""The learned toy denoiser: a small magnitude-preserving MLP that outputs a log density (docs/math.md sec. 3).
 
 Architecture (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself", public toy
 code; EDM2's magnitude-preserving layers, Karras et al. 2024b eq. 47-49):

@@ -6,7 +6,7 @@
   `config=` (the single-file loader would otherwise download configs).
 * `_eps` is ONE batched UNet call: CFG pairs, MSD chains and views are batched by the caller (eps_pair,
   repeat_cond) into a single forward. fp16/bf16 weights, channels_last, SDPA attention.
-* epsilon- and v-prediction models are returned as eps through `VPSchedule.to_eps` (MATH.md sec. 1).
+* epsilon- and v-prediction models are returned as eps through `VPSchedule.to_eps` (docs/math.md sec. 1).
 * Text embeddings are computed once per (text encoder + tokenizer content, prompt) and cached in memory and on
   disk (safetensors in a verified cache entry: msdfast.cache_entry).
 * `encode_images` follows threestudio: bilinear resize to the encode resolution (512 for SD 1.5/2.1-base),

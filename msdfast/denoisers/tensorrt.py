@@ -11,7 +11,7 @@
   3D step's views (batch 2 N B) with one execute per denoiser call.
 * Execution uses the name-based I/O API (set_input_shape / set_tensor_address / execute_async_v3) on torch's
   current CUDA stream: the inputs and the output are torch CUDA tensors, so nothing is copied to the host and
-  no synchronisation is added (REFERENCE.md sec. 5).
+  no synchronisation is added.
 
 TensorRT is optional: without it `build_trt_engine` and `TensorRTDenoiser` raise an ImportError naming
 `tensorrt`; the tests drive the binding logic through a stand-in module and skip the real engine without a GPU.

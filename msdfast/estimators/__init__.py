@@ -1,4 +1,4 @@
-"""Score-distillation estimators behind one contract (msdfast.estimators.base; MATH.md sec. 2).
+"""Score-distillation estimators behind one contract (msdfast.estimators.base; docs/math.md sec. 2).
 
 Use the factory::
 

@@ -1,4 +1,4 @@
-"""Bandwidth schedules for mean-shift distillation (MSD paper sec. 3-4, Algorithm 2; MATH.md sec. 2).
+"""Bandwidth schedules for mean-shift distillation (MSD paper sec. 3-4, Algorithm 2; docs/math.md sec. 2).
 
 MSD anneals the kernel bandwidth lambda monotonically down over the optimisation run and terminates when
 lambda < lambda_min (the paper's convergence criterion). Progress p in [0, 1] is the estimator's

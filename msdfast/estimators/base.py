@@ -1,4 +1,4 @@
-"""The one contract every score-distillation estimator follows (MATH.md sec. 2).
+"""The one contract every score-distillation estimator follows (docs/math.md sec. 2).
 
 An estimator maps a batch x [B, ...] (latents or 2D points) and its condition to a DESCENT gradient
 g of x's shape: x <- x - lr g raises the likelihood. It also returns the threestudio loss-trick loss

@@ -32,7 +32,7 @@ def resolve_t_range(t_range: Sequence[float] | None, T: int, default: tuple[floa
 
 
 def weighting(kind: str, schedule: Any, t: torch.Tensor) -> torch.Tensor:
-    """w(t) [B] (MATH.md sec. 2): "sds" 1 - abar_t, "uniform" 1, "fantasia3d" alpha_t (1 - abar_t)."""
+    """w(t) [B] (docs/math.md sec. 2): "sds" 1 - abar_t, "uniform" 1, "fantasia3d" alpha_t (1 - abar_t)."""
     abar = schedule.alpha_bar(t, device=t.device)
     if kind == "sds":
         return 1.0 - abar
@@ -54,7 +54,7 @@ class GuidedEstimator(Estimator):
     Args:
         denoiser: the pretrained model (msdfast Denoiser protocol).
         guidance_scale: CFG weight w in diffusers form, eps_g = eps_u + w (eps_c - eps_u); 1 = pure conditional.
-            threestudio's/the MSD paper's scale s maps to w = s + 1 (MATH.md sec. 1). Needs `uncond` at call time
+            threestudio's/the MSD paper's scale s maps to w = s + 1 (docs/math.md sec. 1). Needs `uncond` at call time
             (or `guide`).
         guide: a second Denoiser used as the "unconditional" branch: autoguidance (Karras et al. 2024) or a
             separate unconditional model. Mutually exclusive with passing uncond.

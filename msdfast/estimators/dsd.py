@@ -1,4 +1,4 @@
-"""DSD: diverse score distillation (Yu et al., DSD paper sec. 3, Algorithms 1-3; thesis ch. 2; MATH.md sec. 2)."""
+"""DSD: diverse score distillation (Yu et al., DSD paper sec. 3, Algorithms 1-3; thesis ch. 2; docs/math.md sec. 2)."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""MSD: mean-shift distillation (MSD paper sec. 3-4, Algorithm 2; MATH.md sec. 2)."""
+"""MSD: mean-shift distillation (MSD paper sec. 3-4, Algorithm 2; docs/math.md sec. 2)."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +20,7 @@ class MSD(GuidedEstimator):
 
     The product samples come from msdfast.samplers.product (N chains as ONE batch [N*B, ...], chain-major);
     the mean over chains is the fused op `ops.chain_mean_shift`. Kernel convention: G(u) ~
-    exp(-|u|^2 / (2 lambda^2)), score (c - z) / lambda^2 (the paper drops the 2; MATH.md sec. 2).
+    exp(-|u|^2 / (2 lambda^2)), score (c - z) / lambda^2 (the paper drops the 2; docs/math.md sec. 2).
 
     Options (plus `GuidedEstimator`'s: guidance_scale, guide, guidance_interval, psr_k, psr_s):
         solver: "stable" (eq. 15, Algorithm 2, default), "naive" (eq. 12), "posterior" (exact product sampling
@@ -39,7 +39,7 @@ class MSD(GuidedEstimator):
         inversion_guidance_scale: CFG weight of the stable solver's DDIM inversion (default 1: conditional).
             The inversion runs without PSR (it only locates x's trajectory); the solvers use PSR if psr_k != 1.
         kernel_time: the stable solver's kernel-ODE time u in d = exp(-|u_t - u_t'| / lambda^2) (eq. 14-15; the
-            paper does not state u, MATH.md sec. 2): "sigma" (u = VE noise level s_t, 0 for clean data: the
+            paper does not state u, docs/math.md sec. 2): "sigma" (u = VE noise level s_t, 0 for clean data: the
             toy/EDM reading, with centers="scaled" the toy study's "MSD (paper)" row), "t" (integer timestep:
             the Stable Diffusion reading of fig. 5's bandwidths), "tau" (t / T; default, msdfast's first
             choice, kept) or "noised" (msdfast's exact flow of the noised kernel score (c - x)/(lambda^2 + s^2)).

@@ -1,4 +1,4 @@
-"""SDI: score distillation via inversion (Lukoianov et al. 2024; public code; MATH.md sec. 2)."""
+"""SDI: score distillation via inversion (Lukoianov et al. 2024; public code; docs/math.md sec. 2)."""
 from __future__ import annotations
 
 import math
@@ -22,7 +22,7 @@ class SDI(GuidedEstimator):
         optional stochasticity eta: eps <- sqrt(1 - eta^2) eps + eta n, n ~ N(0, I), z_t re-noised with it
             (msdfast's variance-preserving reading of the public code's eta 0.3; the public code's exact
             mixing is not stated in the paper);
-        g = w(t) (eps_g(z_t, t) - eps)     (ops.distill_grad; normalised like SDS, MATH.md sec. 2).
+        g = w(t) (eps_g(z_t, t) - eps)     (ops.distill_grad; normalised like SDS, docs/math.md sec. 2).
 
     Options (plus `GuidedEstimator`'s): inversion_steps (10), inversion_guidance_scale (diffusers w; the
     public -7.5 is threestudio's form, i.e. w = -6.5; default None = -6.5 when an uncond or guide is

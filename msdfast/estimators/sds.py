@@ -1,4 +1,4 @@
-"""SDS (DreamFusion) and ASD (ScaleDreamer): single-noise-level score distillation (MATH.md sec. 2)."""
+"""SDS (DreamFusion) and ASD (ScaleDreamer): single-noise-level score distillation (docs/math.md sec. 2)."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,7 +12,7 @@ from .common import GuidedEstimator, weighting
 
 
 class SDS(GuidedEstimator):
-    """Score distillation sampling (Poole et al. 2022, DreamFusion eq. 3; MATH.md sec. 2).
+    """Score distillation sampling (Poole et al. 2022, DreamFusion eq. 3; docs/math.md sec. 2).
 
         t ~ U{t_min..t_max},  eps ~ N(0, I),  z = alpha_t x + sigma_t eps   (ops.noise_to_levels, L = 1)
         g = w(t) (eps_g(z, t) - eps)                                        (ops.distill_grad: CFG, PSR,
@@ -40,7 +40,7 @@ class SDS(GuidedEstimator):
 
 
 class ASD(GuidedEstimator):
-    """Asynchronous score distillation (ScaleDreamer, Ma et al. 2024; public code; MATH.md sec. 2).
+    """Asynchronous score distillation (ScaleDreamer, Ma et al. 2024; public code; docs/math.md sec. 2).
 
         t ~ U{t_min..t_max}, t+ = t + round(U * delta_frac * (t - t_min)), one shared eps ~ N(0, I),
         z_t, z_t+ = alpha x + sigma eps at both levels (ONE ops.noise_to_levels call, L = 2)

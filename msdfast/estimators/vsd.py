@@ -1,10 +1,10 @@
-"""VSD: variational score distillation (ProlificDreamer, Wang et al. 2023, eq. 9; MATH.md sec. 2).
+"""VSD: variational score distillation (ProlificDreamer, Wang et al. 2023, eq. 9; docs/math.md sec. 2).
 
 eps_phi: on Stable Diffusion, ProlificDreamer's LoRA of the UNet with its camera conditioning
 (msdfast.estimators.vsd_lora); on the 2D toys and other denoisers, a small MLP / conv net (`VariationalNet`).
 
 Guidance-scale conventions of the public code of each baseline (msdfast's `guidance_scale` is always the
-diffusers w of eps_u + w (eps_c - eps_u); MATH.md sec. 1):
+diffusers w of eps_u + w (eps_c - eps_u); docs/math.md sec. 1):
   VSD (ProlificDreamer, threestudio's stable-diffusion-vsd-guidance): eps_u + s (eps_c - eps_u) -- the diffusers
       form, so its s = 7.5 is msdfast's w = 7.5; eps_phi is used camera-conditional (its guidance_scale_lora 1).
   SDS (DreamFusion; threestudio's stable-diffusion-guidance) and SDI (threestudio's stable-diffusion-sdi-guidance):

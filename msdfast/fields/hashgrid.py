@@ -3,7 +3,7 @@
 tiny-cuda-nn (`tinycudann`) is used when it imports and CUDA is available; importing it on a CPU machine raises
 EnvironmentError, and ANY exception there falls back to `HashGridEncoding`, msdfast's own implementation with
 the same config keys, the same grid math and the same flat parameter layout (so a tcnn `params` tensor loads
-into it). The grid math (../shared/REFERENCE.md sec. 4, tcnn `encodings/grid.h`):
+into it). The grid math (tiny-cuda-nn's `encodings/grid.h`):
 
   scale_l      = 2^(l log2(per_level_scale)) * base_resolution - 1
   resolution_l = ceil(scale_l) + 1

@@ -3,7 +3,7 @@
 A kernel module defines a launcher with the backend call signature of its op (the arguments of
 `reference.<op>`, with real type hints: no `from __future__ import annotations`, torch infers the op
 schema from them) and decorates it with `@triton_backend("<op>")`. That one line wraps the launcher in
-`torch.library.custom_op("msdfast_triton::<op>")` (not `triton_op`: REFERENCE.md sec. 3, it fails opcheck
+`torch.library.custom_op("msdfast_triton::<op>")` (not `triton_op`: it fails opcheck
 and torch.compile under the interpreter), registers `reference.<op>` as the fake kernel and registers
 the op with the dispatcher. Every module in triton_kernels/ is imported automatically.
 

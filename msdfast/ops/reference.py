@@ -26,7 +26,7 @@ def _col(coef: torch.Tensor, j: int, like: torch.Tensor, dtype: torch.dtype) -> 
 
 def guided_eps(eps_c: torch.Tensor, eps_u: torch.Tensor | None, guidance: torch.Tensor,
                psr: torch.Tensor) -> torch.Tensor:
-    """eps_g = r (eps_u + w (eps_c - eps_u)) (CFG in diffusers form, then PSR; MATH.md sec. 1)."""
+    """eps_g = r (eps_u + w (eps_c - eps_u)) (CFG in diffusers form, then PSR; docs/math.md sec. 1)."""
     eps = eps_c if eps_u is None else eps_u + guidance * (eps_c - eps_u)
     return psr * eps
 
@@ -34,7 +34,7 @@ def guided_eps(eps_c: torch.Tensor, eps_u: torch.Tensor | None, guidance: torch.
 def ddim_step(z: torch.Tensor, eps_c: torch.Tensor, eps_u: torch.Tensor | None, coef: torch.Tensor,
               center: torch.Tensor | None, noise: torch.Tensor | None,
               return_x0: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One fused sampling-loop step (MATH.md sec. 1-2; MSD paper eq. 14-15 for the kernel pull).
+    """One fused sampling-loop step (docs/math.md sec. 1-2; MSD paper eq. 14-15 for the kernel pull).
 
         eps_g  = r (eps_u + w (eps_c - eps_u))                      CFG + PSR (thesis eq. 1.6)
         x0_hat = (z - sigma_t eps_g) / alpha_t                       Tweedie
@@ -61,7 +61,7 @@ def ddim_step(z: torch.Tensor, eps_c: torch.Tensor, eps_u: torch.Tensor | None, 
 def distill_grad(eps_c: torch.Tensor, eps_target: torch.Tensor, eps_u: torch.Tensor | None,
                  coef: torch.Tensor, x: torch.Tensor | None,
                  clip: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Score-distillation gradient combination (SDS/ASD/VSD/DSD/SDI; MATH.md sec. 2).
+    """Score-distillation gradient combination (SDS/ASD/VSD/DSD/SDI; docs/math.md sec. 2).
 
         g = nan_to_num( weight (r (eps_u + w (eps_c - eps_u)) - eps_target) ), clamped to [-clip, clip]
         target = x - g   (the loss-trick target; empty when x is None)
@@ -81,7 +81,7 @@ def distill_grad(eps_c: torch.Tensor, eps_target: torch.Tensor, eps_u: torch.Ten
 
 
 def chain_mean_shift(y: torch.Tensor, x: torch.Tensor, n_chains: int) -> torch.Tensor:
-    """MSD's descent gradient g = x - mean_i y_i (MSD paper Algorithm 2, sign per MATH.md sec. 2).
+    """MSD's descent gradient g = x - mean_i y_i (MSD paper Algorithm 2, sign per docs/math.md sec. 2).
 
     y holds N product samples per element of x laid out chain-major: y.view(N, B, ...)[i] is chain i.
     """
@@ -135,7 +135,7 @@ def empirical_denoiser(x: torch.Tensor, data: torch.Tensor, s: torch.Tensor,
 
 def gmm_score(x: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, covs: torch.Tensor,
               s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score and log-density of a 2D Gaussian mixture smoothed to noise level s (MATH.md sec. 3):
+    """Score and log-density of a 2D Gaussian mixture smoothed to noise level s (docs/math.md sec. 3):
 
         p_s(x) = sum_k phi_k N(x; mu_k, S_k + s^2 I),  score = grad_x log p_s(x)
                = sum_k r_k(x) (S_k + s^2 I)^-1 (mu_k - x),  r_k = softmax_k(log phi_k + log N_k)
@@ -163,7 +163,7 @@ def gmm_score(x: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, covs:
     return score.to(x.dtype), logp.to(x.dtype)
 
 
-# Hash-grid encoding (Instant-NGP, Mueller et al. 2022 sec. 3; tiny-cuda-nn's grid math, REFERENCE.md sec. 4).
+# Hash-grid encoding (Instant-NGP, Mueller et al. 2022 sec. 3; tiny-cuda-nn's grid math, encodings/grid.h).
 HASH_PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
 GRID_INTERPOLATIONS = ("Linear", "Nearest", "Smoothstep")   # the `interp` argument is an index into this
 

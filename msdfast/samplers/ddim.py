@@ -1,4 +1,4 @@
-"""DDIM / DDPM sampling and DDIM inversion loops on the guided step (MATH.md sec. 1).
+"""DDIM / DDPM sampling and DDIM inversion loops on the guided step (docs/math.md sec. 1).
 
 Each loop is Python orchestration only: one denoiser call and one fused op per step.
 """

@@ -1,7 +1,7 @@
 """Guidance: the ONE place where CFG, autoguidance, limited-interval guidance and PSR are computed.
 
 `Guidance.predict(z, t)` evaluates the model branches at per-sample timesteps t and returns a
-`GuidedEps`: eps_c, eps_u (or None), the per-sample CFG weight w and PSR factor r (docs/math.md sec. 2):
+`GuidedEps`: eps_c, eps_u (or None), the per-sample CFG weight w and PSR factor r (docs/math.md sec. 1.3-1.4):
 
     eps_bar = r (eps_u + w (eps_c - eps_u)),   w = scale inside the interval, 1 outside,
     r = psr_factor(SNR_t, k, s)                                         (thesis ch. 1 eq. 1.6)

@@ -1,8 +1,8 @@
-"""Product-density samplers of mean-shift distillation (MSD paper sec. 3.3-3.4, Algorithm 2; MATH.md sec. 2).
+"""Product-density samplers of mean-shift distillation (MSD paper sec. 3.3-3.4, Algorithm 2; docs/math.md sec. 2).
 
 MSD needs samples y ~ q(y | x) ~ p(y) G_lambda(x - y): the data density times a Gaussian kernel centred on the
 current x. msdfast's kernel is G(u) ~ exp(-|u|^2 / (2 lambda^2)) with score (c - z) / lambda^2; the paper writes
-exp(-|u|^2 / lambda^2) but uses the score (c - z) / lambda^2, i.e. it silently drops the 2 (MATH.md sec. 2).
+exp(-|u|^2 / lambda^2) but uses the score (c - z) / lambda^2, i.e. it silently drops the 2 (docs/math.md sec. 2).
 
 Every solver runs N chains for a batch x [B, ...] as ONE batch [N*B, ...] laid out chain-major
 (y.view(N, B, ...)[i] is chain i), with conditions repeated by `match_batch` inside `Guidance`, so each solver
@@ -11,7 +11,7 @@ step is ONE denoiser call (a CFG pair is one call of 2 N B). Each returns y [N*B
 Solvers (all on the one fused step `guided_step` = predict + `ops.ddim_step`):
   naive     eq. 12, two forms (`naive_form`): "score" (msdfast's, default): eps_tot = eps_g - sigma_t (c_t - z) /
             lambda^2 with c_t = alpha_t x, i.e. the kernel SCORE (c_t - z)/lambda^2 turned into eps form
-            (eps = -sigma_t score, MATH.md sec. 1); "eq12" (the paper's printed form): eps_tot = eps_g -
+            (eps = -sigma_t score, docs/math.md sec. 1); "eq12" (the paper's printed form): eps_tot = eps_g -
             (x - z) / lambda^2, centre x, no sigma_t factor. DDIM either way.
   stable    eq. 14-15 / Algorithm 2 "stable": DDIM step t -> t', then the exact solution of the kernel ODE,
             z <- c_t' + (z' - c_t') exp(-|u_t - u_t'| / lambda^2), in the kernel-ODE time u of `kernel_time`
@@ -171,7 +171,7 @@ def naive_product(guidance: Guidance, x: torch.Tensor, lam: float, options: Naiv
     z_T ~ N(0, I); each DDIM step t -> t' uses eps_tot (the kernel term only for t in kernel_interval if given):
       naive_form "score" (msdfast's reading, default): eps_tot = eps_g(z, t) - sigma_t (alpha_t x - z) / lambda^2,
           the product score of eq. 9 (kernel centred on alpha_t x in the VP variable) in eps form
-          eps = -sigma_t grad log p (MATH.md sec. 1);
+          eps = -sigma_t grad log p (docs/math.md sec. 1);
       naive_form "eq12" (the paper's eq. 12 as printed): eps_tot = eps_g(z, t) - (x - z) / lambda^2, centre x
           and no sigma_t factor (read literally, eq. 12 mixes a score with an eps).
     NFE = steps N B (x 2 with CFG). Unstable for small lambda (an explicit step of a stiff term): that is the
@@ -212,7 +212,7 @@ def kernel_decay(sch: Any, lam: float, kernel_time: str) -> Callable[[int, int],
     """The factor d(t, t') of the kernel pull z' = c + (z' - c) d of one stable-solver step t -> t'.
 
     The paper (eq. 14-15, supplement C) solves the kernel ODE dz/du = (c - z) / lambda^2 exactly,
-    d = exp(-|u_t - u_t'| / lambda^2), but never says what its time u is (MATH.md sec. 2 audits the readings):
+    d = exp(-|u_t - u_t'| / lambda^2), but never says what its time u is (docs/math.md sec. 2 audits the readings):
     "sigma":  u = s_t, the VE noise level (EDM's sigma; 0 for clean data, t = -1). The toy study's reading:
               the paper's 2D experiments run on Karras et al.'s EDM code, whose ODE time is sigma, and there
               eq. 12 and eq. 14 are exactly consistent. The toy's "MSD (paper)" row.
@@ -248,7 +248,7 @@ def stable_product(guidance: Guidance, x: torch.Tensor, lam: float, options: Sta
     2. z_T = c_T + (eps - c_T) d(T, T'), eps ~ N(0, I), d the decay of the first step (Algorithm 2's start).
     3. Each step: z' = DDIM(z, eps_g, t -> t') then z = c_t' + (z' - c_t') d(t, t') (fused in ops.ddim_step):
        the pull towards the centre of the level AFTER the step (Algorithm 2 prints z*_t, the current level;
-       taken literally it diverges, MATH.md sec. 2). Outside kernel_interval (judged at t) d = 1 (plain DDIM).
+       taken literally it diverges, docs/math.md sec. 2). Outside kernel_interval (judged at t) d = 1 (plain DDIM).
     kernel_time: the time u of the kernel ODE, d(t, t') = exp(-|u_t - u_t'| / lambda^2) (`kernel_decay` says
        which reading each is): "sigma" (u = s_t, the toy/EDM reading), "t" (integer timestep, the SD reading),
        "tau" (t / T, default, kept for existing runs) or "noised" (msdfast's exact noised-kernel flow; the
@@ -291,7 +291,7 @@ def posterior_level(guidance: Guidance, lam: float) -> tuple[int, float]:
 
 def posterior_product(guidance: Guidance, x: torch.Tensor, lam: float, options: PosteriorOptions = PosteriorOptions(),
                       *, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Exact product sampling by reverse DDPM from the noise level s_t = lambda (MATH.md sec. 2).
+    """Exact product sampling by reverse DDPM from the noise level s_t = lambda (docs/math.md sec. 2).
 
     z = alpha_{t_lambda} x (chains repeated), then min(steps, t_lambda + 1) DDPM steps (eta = 1) down to clean
     data. For an exact denoiser y is an exact sample of q(y | x) with bandwidth lambda_eff = s_{t_lambda}

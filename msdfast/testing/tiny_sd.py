@@ -1,7 +1,7 @@
 """A tiny random Stable Diffusion saved as a local diffusers pipeline folder (no network, ever).
 
 Every msdfast test and the CI smoke run use it in place of real SD weights. The components follow the tiny
-configs of diffusers' own tests (../shared/REFERENCE.md sec. 5), shrunk so that a CPU forward takes
+configs of diffusers' own tests, shrunk so that a CPU forward takes
 milliseconds, but keep SD's STRUCTURE: a UNet2DConditionModel with cross-attention, an AutoencoderKL with
 SD's 8x spatial factor (4 encoder blocks), a CLIP text encoder, a CLIPTokenizer and a DDIM scheduler with SD's
 scaled_linear betas. The UNet's `sample_size` is 8, so the natural render is 64x64 px -> 8x8 latents.

@@ -1,6 +1,6 @@
 """The 2D toy data sets of the MSD paper (sec. 4.2): the fractal tree GMM, spiral and pinwheel.
 
-Conventions and constants: ../../shared/MATH.md section 3.
+Conventions and constants: docs/math.md sec. 3.
 
 * `tree_gmm(classes)` -- the two-class fractal Gaussian mixture of Karras et al. 2024 ("Guiding a
   diffusion model with a bad version of itself", public toy code): 127 branches x 8 thin Gaussians
@@ -38,7 +38,7 @@ FFJORD_SCALE = 1.5 / 4.0
 def _tree_components(seed: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(class index, weight, mean, cov) of every component of both tree classes.
 
-    Karras et al. 2024 public toy code (constants in MATH.md sec. 3): one RandomState(seed) stream, class A
+    Karras et al. 2024 public toy code (constants in docs/math.md sec. 3): one RandomState(seed) stream, class A
     generated first then class B, each branch recursing depth first into its '+' child before its '-' child.
     """
     rnd = np.random.RandomState(seed)
@@ -69,7 +69,7 @@ def _tree_components(seed: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 
 def tree_gmm(classes: str = "A") -> GMM:
-    """The fractal tree mixture for classes "A", "B" or "AB" (Karras et al. 2024; MATH.md sec. 3).
+    """The fractal tree mixture for classes "A", "B" or "AB" (Karras et al. 2024; docs/math.md sec. 3).
 
     Both classes are always generated from the same random stream; the selected components' weights are
     renormalised. 1016 components per class; A+B has std 0.5 per axis. The result is cached (one object

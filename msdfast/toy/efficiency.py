@@ -65,7 +65,7 @@ def efficiency_from_samples(samples: torch.Tensor, cost: float, rel_tol: float =
                             reference: torch.Tensor | None = None) -> Efficiency:
     """Eq. 17 from R independent estimates at P points: samples [R, P, D] (module doc).
 
-    By default g is the estimator's own mean (MATH.md), so MSE is the unbiased variance and |g|^2 is
+    By default g is the estimator's own mean (docs/math.md), so MSE is the unbiased variance and |g|^2 is
     bias-corrected. With `reference` [P, D] (a true gradient, e.g. the exact mean shift) g is that and the
     MSE counts the estimator's bias too. Variance below rel_tol * |g|^2 is float rounding, not randomness:
     counted as zero.

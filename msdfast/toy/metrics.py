@@ -1,4 +1,4 @@
-"""Metrics of the 2D toy study (MSD paper sec. 4.2, tables 1-3; MATH.md sec. 3).
+"""Metrics of the 2D toy study (MSD paper sec. 4.2, tables 1-3; docs/math.md sec. 3).
 
 * NLL under the true density, two definitions (both reported, labelled): `nll` = mean_i(-log p(x_i)) and
   `nll_of_mean` = -log(mean_i p(x_i)) (the MSD paper's DDIM -1.85 matches the latter: true samples of tree

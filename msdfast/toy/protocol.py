@@ -1,4 +1,4 @@
-"""The MSD paper's 2D distillation protocol (sec. 4.2; MATH.md sec. 3) as data + three functions.
+"""The MSD paper's 2D distillation protocol (sec. 4.2; docs/math.md sec. 3) as data + three functions.
 
 * A COLUMN is (data set, denoiser, guidance): tree with the ideal GMM denoiser / learned MLP / learned + CFG
   / learned + autoguidance (table 1), spiral and pinwheel with the ideal empirical denoiser (eq. 16) / learned
@@ -11,7 +11,7 @@
   `update_step` hook once per step (SDI's annealed t, MSD's bandwidth lambda_0 = sqrt(0.1) decayed linearly).
   `evaluate` scores final points with `msdfast.toy.metrics` (NLL, precision/recall k = 3, MMD).
 
-MSD rows (MATH.md sec. 2 audits the paper's readings):
+MSD rows (docs/math.md sec. 2 audits the paper's readings):
 * "msd-paper", "MSD (paper)": the stable solver (eq. 14-15) with the kernel centred on x (c_t = alpha_t x, eq.
   9/12), kernel-ODE time u = sigma (the VE noise level of the EDM code the toy is built on), the 32 sampler
   steps of fig. 2, lambda_0 = sqrt(0.1) decayed linearly (sec. 4.2) -- `MSD_PAPER`.

@@ -19,7 +19,7 @@ import numpy as np
 METRICS = (("nll", "NLL mean(-log p) ↓"), ("nll_of_mean", "NLL -log(mean p) ↓"), ("precision", "Precision ↑"),
            ("recall", "Recall ↑"), ("mmd", "MMD ↓ (x1e-4)"))
 # The MSD paper's published values (tables 1-3), shown in parentheses beside ours. Its single NLL matches
-# -log(mean p) (its DDIM -1.85; MATH.md sec. 3), so it sits in that block. msdfast row key -> the paper's row.
+# -log(mean p) (its DDIM -1.85; docs/math.md sec. 3), so it sits in that block. msdfast row key -> the paper's row.
 PAPER_ROWS = {"ddim": "DDIM", "sds": "SDS", "vsd": "VSD", "sdi": "SDI", "msd-paper": "Ours"}
 PAPER_TABLE1 = {   # metric -> paper row -> [ideal, learned, learned+cfg, learned+autoguidance]
     "nll_of_mean": {"DDIM": [-1.85, -1.51, -1.59, -1.67], "SDS": [36.15, 9.12, 15.96, 11.33],

@@ -1,7 +1,7 @@
 """Compare MSD's product samplers against the tree oracle: `python -m msdfast.toy.solver_study`.
 
 Tree class A, ideal (exact GMM) denoiser, points near the tree (data + N(0, 0.1^2) noise). For each bandwidth
-and solver: the bias of the N-chain mean shift against lambda^2 grad log p_lambda(x) (MATH.md sec. 2; the
+and solver: the bias of the N-chain mean shift against lambda^2 grad log p_lambda(x) (docs/math.md sec. 2; the
 posterior/Tweedie rows against their discrete level lambda_eff), the per-chain spread, NFE per single-sample
 estimate and the single-sample efficiency of MSD paper eq. 17, log(|m|^2 / (MSE_1 NFE_1)) with
 MSE_1 = per-chain variance + |bias|^2.

@@ -1,4 +1,4 @@
-"""`msdfast toy train`: train the learned toy denoisers (MATH.md sec. 3; Karras et al. 2024 public toy recipe).
+"""`msdfast toy train`: train the learned toy denoisers (docs/math.md sec. 3; Karras et al. 2024 public toy recipe).
 
 Recipe: ToyMLP (msdfast.denoisers.mlp) regressing a target score with loss weight s^2,
     loss = mean_b s_b^2 mean_j (score_target(x_b; s_b) - grad log p_theta(x_b; s_b))_j^2,

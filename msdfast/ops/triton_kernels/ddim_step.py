@@ -1,4 +1,4 @@
-"""Triton kernel of the fused sampling step (reference: msdfast.ops.reference.ddim_step; MATH.md sec. 1-2,
+"""Triton kernel of the fused sampling step (reference: msdfast.ops.reference.ddim_step; docs/math.md sec. 1-2,
 MSD paper eq. 14-15). One program handles BLOCK elements of one sample, so the sample's 8 coefficients are
 scalar loads hoisted out of the element math. Inputs are loaded in their dtype and cast to float32
 (float64 for float64 inputs): the interpreter has no bfloat16 arithmetic.

@@ -3,7 +3,7 @@
     g = nan_to_num( weight (r (eps_u + w (eps_c - eps_u)) - eps_target) ), clamped to [-clip, clip]
     target = x - g;  norm = ||g||_2  (per-program partial sums of g^2, summed in fixed order, sqrt)
 
-(MATH.md sec. 2; msdfast.ops.reference.distill_grad is the definition of correct.)
+(docs/math.md sec. 2; msdfast.ops.reference.distill_grad is the definition of correct.)
 """
 from typing import Optional
 

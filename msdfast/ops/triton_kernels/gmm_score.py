@@ -1,6 +1,6 @@
 """Triton kernel of msdfast.ops.gmm_score: score and log-density of a 2D full-covariance Gaussian mixture at
 per-query noise level s (covariances S_k + s^2 I, closed-form 2x2 inverse), streamed over components with
-an online log-sum-exp (MATH.md sec. 3). Definition of correct: msdfast.ops.reference.gmm_score."""
+an online log-sum-exp (docs/math.md sec. 3). Definition of correct: msdfast.ops.reference.gmm_score."""
 import math
 
 import torch
