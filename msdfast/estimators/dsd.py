@@ -196,11 +196,17 @@ class DSD(GuidedEstimator):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Step counters and the seed eps* (the cached paths are recomputed deterministically on resume)."""
-        return {**super().state_dict(), "seed": None if self.seed is None else self.seed.detach().cpu().clone()}
+        """Step counters, the seed eps* and the cached seed paths (so a resumed run spends the same NFE as an
+        uninterrupted one: the paths are not simulated again)."""
+        def cpu(t: Cond) -> Cond:
+            return None if t is None else t.detach().cpu().clone()
+        paths = [{"cond": cpu(c), "uncond": cpu(u), "grid": list(p.grid), "z": cpu(p.z), "eps": cpu(p.eps)}
+                 for c, u, p in self._cache]
+        return {**super().state_dict(), "seed": cpu(self.seed), "paths": paths}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.seed = None if state["seed"] is None else state["seed"].clone()
-        self._cache.clear()
+        self._cache = [(r["cond"], r["uncond"], SeedPath([int(t) for t in r["grid"]], r["z"], r["eps"]))
+                       for r in state.get("paths", [])]
 

@@ -340,7 +340,9 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not interactive, desc=cfg.method)
     progress_log = _ProgressLog(f"{job} {cfg.method}", cfg.steps, start) if not interactive else None
     metrics_file = open(jsonl, "a", encoding="utf-8")
+    ran = False   # whether this call ran any step (a resumed finished run runs none)
     for step in bar:
+        ran = True
         t0 = time.perf_counter()
         estimator.update_step(step, cfg.steps)
         res = step_fn(step)
@@ -385,7 +387,7 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
             save_png(render_fn(), out / "final.png")
         progress_strip(sorted((out / "snapshots").glob("step_*.png")), out / "progress.png",
                        column_labels=strip_columns)
-        if cfg.ckpt_every:
+        if cfg.ckpt_every and ran:   # resuming a finished run changes nothing: keep its checkpoint as it is
             checkpoint(cfg.steps)
     metrics = {"method": cfg.method, "steps_done": len(history), "finished": finished, "converged": converged,
                "total_nfe": sum(r["nfe"] for r in history),
