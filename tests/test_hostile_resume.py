@@ -41,8 +41,8 @@ def test_resuming_a_finished_run_keeps_the_learned_state(den, tmp_path: Path, me
     before, raw = load_checkpoint(ck), ck.read_bytes()
     m = _run(den, tmp_path / "run", method, resume=True)
     assert m["finished"] and ck.read_bytes() == raw   # nothing ran: the checkpoint is not rewritten
-    state = load_checkpoint(ck)["estimator"]["state"]
+    state = load_checkpoint(ck)["estimator"]
     if method == "vsd":
         assert "phi" in state and "optimizer" in state
     else:
-        assert state["paths"] and torch.equal(state["seed"], before["estimator"]["state"]["seed"])
+        assert state["paths"] and torch.equal(state["seed"], before["estimator"]["seed"])
