@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "bench": ("msdfast.bench", "throughput benchmarks (msdfast bench kernels)"),
     "image": ("msdfast.pipelines.image", "text-to-2D image-field distillation on Stable Diffusion"),
     "3d": ("msdfast.pipelines.threed", "text-to-3D NeRF distillation on Stable Diffusion"),
+    "digits": ("msdfast.digits.study", "the digits latent-diffusion model and the image-domain study (train, gate)"),
     "profile": ("msdfast.profile", "NFE / time / memory profile of one gradient per method"),
 }
 EXIT_USER_ERROR = 2
