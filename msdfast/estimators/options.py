@@ -115,12 +115,13 @@ def format_options(method: str, *, defaults: Mapping[str, Any] | None = None, no
     the defaults a job uses instead of the estimator's (e.g. `msdfast image`'s guidance_scale 7.5)."""
     defaults = defaults or {}
     specs = [s for s in option_specs(method) if s.settable]
+    import textwrap
+
     lines = [f"options of {method} (--option KEY=VALUE; values are JSON, else text):"]
-    w = max(len(s.name) for s in specs)
     for s in specs:
-        lines.append(f"  {s.name:<{w}}  {s.type_name}  (default: {defaults.get(s.name, s.default)!r})")
+        lines.append(f"  {s.name}  {s.type_name}  (default: {defaults.get(s.name, s.default)!r})")
         if s.doc:
-            lines.append(f"  {'':<{w}}    {s.doc}")
+            lines += textwrap.wrap(s.doc, 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
     if note:
         lines.append(note)
     return "\n".join(lines)

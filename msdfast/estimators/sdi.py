@@ -24,10 +24,11 @@ class SDI(GuidedEstimator):
             mixing is not stated in the paper);
         g = w(t) (eps_g(z_t, t) - eps)     (ops.distill_grad; normalised like SDS, docs/math.md sec. 2).
 
-    Options (plus `GuidedEstimator`'s): inversion_steps (10), inversion_guidance_scale (diffusers w; the
-    public -7.5 is threestudio's form, i.e. w = -6.5; default None = -6.5 when an uncond or guide is
-    available, else 1 = conditional), eta (0; the public code's stochastic variant uses 0.3),
-    t_range default (250, 980) integer timesteps.
+    Options (plus `GuidedEstimator`'s; t_range default (250, 980) integer timesteps):
+        inversion_steps: DDIM inversion steps from 0 to t (default 10).
+        inversion_guidance_scale: CFG of the inversion, diffusers w (the public -7.5 is threestudio's form,
+            i.e. w = -6.5; default None = -6.5 when an uncond or guide is available, else 1 = conditional).
+        eta: stochasticity of the inverted noise (default 0; the public code's stochastic variant uses 0.3).
 
     NFE per call (batch B, c = 2 with CFG/autoguidance else 1):
         inversion_steps B c_inv + B c

@@ -45,7 +45,8 @@ class ASD(GuidedEstimator):
         t ~ U{t_min..t_max}, t+ = t + round(U * delta_frac * (t - t_min)), one shared eps ~ N(0, I),
         z_t, z_t+ = alpha x + sigma eps at both levels (ONE ops.noise_to_levels call, L = 2)
         g = w(t) (eps_g(z_t, t) - eps_c(z_t+, t+))       (CFG on the first, pure conditional on the second)
-    Options: `GuidedEstimator`'s plus delta_frac (default 0.1, the public code's).
+    Options (plus `GuidedEstimator`'s):
+        delta_frac: t+ - t as a fraction of t - t_min (default 0.1, the public code's).
 
     NFE per call (batch B): 2B without guidance, 3B with CFG (cond, uncond at t and cond at t+ in ONE
     batch), 3B with autoguidance (2B main-model batch + B on the guide).
