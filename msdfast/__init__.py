@@ -3,7 +3,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import _threads  # noqa: E402  -- first: sets OMP_WAIT_POLICY before torch loads the OpenMP runtime
+
+_threads.prepare_environment()
+
 from . import _backend, ops, schedule  # noqa: E402,F401
+
+_threads.apply_default_threads()
 from .schedule import VPSchedule  # noqa: E402,F401
 
 
