@@ -18,6 +18,10 @@ implicit-volume + neural-environment-map background).
       rgb = sum_i w_i c_i + (1 - sum_i w_i) c_bg(d),   opacity = sum_i w_i,   depth = sum_i w_i t_i.
   The bins tile the segment exactly, so a constant density sigma gives opacity = 1 - exp(-sigma (t_1 - t_0))
   to rounding (the sum telescopes). Rays that miss the sphere have delta = 0: opacity 0, background colour.
+* Empty space (optional, `occupancy_resolution > 0`): an occupancy grid over the sphere's box, updated from the
+  density field by `update_occupancy` (msdfast.fields.occupancy: Instant-NGP sec. 4, nerfacc's estimator).
+  Rendering keeps the same bins and jitter and evaluates the network only at samples in occupied cells of rays
+  that hit the sphere; the others get sigma = 0 (their weight w_i is then 0, so their albedo never matters).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .hashgrid import make_encoding
+from .occupancy import OccupancyGrid
 
 __all__ = ["NeRF", "default_nerf_grid_config", "sphere_intersect", "composite", "DENSITY_ACTIVATIONS",
            "DENSITY_BIASES"]
@@ -90,7 +95,8 @@ class NeRF(torch.nn.Module):
                  n_hidden_layers: int = 2, n_samples: int = 64, density_activation: str = "shifted_softplus",
                  density_bias: str = "blob_magic3d", blob_scale: float = 10.0, blob_std: float = 0.5,
                  bg_hidden: int = 16, bg_hidden_layers: int = 1, implementation: str = "auto",
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, occupancy_resolution: int = 0, occupancy_threshold: float = 0.01,
+                 occupancy_decay: float = 0.95) -> None:
         super().__init__()
         if not radius > 0:
             raise ValueError(f"radius: must be positive, got {radius}")
@@ -112,6 +118,12 @@ class NeRF(torch.nn.Module):
                                       seed=seed)
         self.mlp = _mlp(self.encoding.n_output_dims, hidden, n_hidden_layers, 4)
         self.bg_mlp = _mlp(3, bg_hidden, bg_hidden_layers, 3)
+        if occupancy_resolution < 0:
+            raise ValueError(f"occupancy_resolution: must be >= 0 (0: no grid), got {occupancy_resolution}")
+        # step = the longest chord's bin width, so every ray's bins are no wider (module doc of .occupancy)
+        self.occupancy = (OccupancyGrid(self.radius, occupancy_resolution, occupancy_threshold, occupancy_decay,
+                                        step=2.0 * self.radius / self.n_samples)
+                          if occupancy_resolution else None)
 
     # ------------------------------------------------------------------ fields
     def _bias(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,14 +148,27 @@ class NeRF(torch.nn.Module):
         h = self.mlp(self.encoding(u).float())
         return self._activate(h[:, 0] + self._bias(x)), torch.sigmoid(h[:, 1:])
 
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        """sigma(x) [N] at world points x [N, 3]."""
+        return self.density_albedo(x)[0]
+
+    def update_occupancy(self, generator: torch.Generator | None = None) -> None:
+        """One occupancy-grid update from the current density field (no-op without a grid)."""
+        if self.occupancy is not None:
+            self.occupancy.update(self.density, generator=generator)
+
     def background(self, d: torch.Tensor) -> torch.Tensor:
         """c_bg(d) [N, 3] in (0, 1) for unit directions d [N, 3]."""
         return torch.sigmoid(self.bg_mlp((d + 1.0) * 0.5))
 
     # ------------------------------------------------------------------ rendering
     def render(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *, generator: torch.Generator | None = None,
-               stratified: bool = True, n_samples: int | None = None) -> dict[str, torch.Tensor]:
-        """Volume-render rays [..., 3] (module doc); stratified jitter from `generator` (midpoints if False)."""
+               stratified: bool = True, n_samples: int | None = None, skip_empty: bool = True
+               ) -> dict[str, torch.Tensor]:
+        """Volume-render rays [..., 3] (module doc); stratified jitter from `generator` (midpoints if False).
+
+        skip_empty: with an occupancy grid, evaluate the network only at samples in occupied cells (module doc);
+        False renders densely. "samples_evaluated" in the result is the fraction of samples evaluated."""
         if rays_o.shape != rays_d.shape or rays_o.shape[-1] != 3:
             raise ValueError(f"rays_o/rays_d: expected equal shapes [..., 3], got {tuple(rays_o.shape)} and "
                              f"{tuple(rays_d.shape)}")
@@ -157,8 +182,17 @@ class NeRF(torch.nn.Module):
         else:
             u = torch.full((o.shape[0], n), 0.5, device=o.device)
         t = t0[:, None] + (torch.arange(n, device=o.device, dtype=o.dtype) + u) * delta   # [R, N]
-        pts = o[:, None, :] + t[..., None] * d[:, None, :]
-        sigma, albedo = self.density_albedo(pts.reshape(-1, 3))
+        pts = (o[:, None, :] + t[..., None] * d[:, None, :]).reshape(-1, 3)
+        if skip_empty and self.occupancy is not None:
+            keep = self.occupancy.occupied(pts) & (delta > 0).expand(-1, n).reshape(-1)
+            idx = keep.nonzero().squeeze(1)
+            s_k, a_k = self.density_albedo(pts[idx])
+            sigma = s_k.new_zeros(pts.shape[0]).index_copy(0, idx, s_k)
+            albedo = a_k.new_zeros(pts.shape[0], 3).index_copy(0, idx, a_k)
+            evaluated = idx.numel() / max(pts.shape[0], 1)
+        else:
+            sigma, albedo = self.density_albedo(pts)
+            evaluated = 1.0
         out = composite(sigma.view(-1, n), albedo.view(-1, n, 3), t, delta, self.background(d))
         return {"rgb": out["rgb"].reshape(*lead, 3), "opacity": out["opacity"].reshape(*lead, 1),
-                "depth": out["depth"].reshape(*lead, 1)}
+                "depth": out["depth"].reshape(*lead, 1), "samples_evaluated": evaluated}

@@ -240,6 +240,17 @@ def load_denoiser(cfg: DistillConfig, device: str) -> Any:
     return exported_unet(host, cfg.unet_backend)
 
 
+def make_optimizer(params: Any, cfg: DistillConfig) -> torch.optim.Optimizer:
+    """AdamW (Loshchilov & Hutter 2019, alg. 2) with cfg.lr and cfg.weight_decay, as ONE fused kernel per step
+    where torch has it (CPU and CUDA float parameters: `fused=True`), else the multi-tensor `foreach` form. Same
+    update as the per-parameter loop; on the 3D hash table (12.6M entries) fused is ~5x faster (issue 18)."""
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, ValueError):   # a device or dtype the fused kernel does not support
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+
+
 # ---------------------------------------------------------------------- the run loop
 def run_identity(denoiser: Any, device: torch.device | str) -> dict[str, Any]:
     """What a resumed run must share with the checkpointed one beyond the config: the model (resolved path and

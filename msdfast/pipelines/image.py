@@ -24,7 +24,8 @@ from ..runlock import open_run_folder
 from ..errors import UserInputError
 from ..config import option
 from .common import (DistillConfig, add_distill_arguments, default_device,
-                     distill_config_from_args, list_options, load_denoiser, run_distillation)
+                     distill_config_from_args, list_options, load_denoiser, make_optimizer,
+                     run_distillation)
 
 __all__ = ["ImageConfig", "add_image_arguments", "run_image", "distill_image"]
 
@@ -72,7 +73,7 @@ def _distill_image(cfg: ImageConfig, *, resume: bool, denoiser: Any, estimator_f
     torch.manual_seed(cfg.seed)  # the field's MLP init draws from the global stream
     fld = build_field(cfg.field, resolution=resolution, latent_size=denoiser.latent_size,
                       latent_channels=denoiser.latent_channels, seed=cfg.seed).to(device)
-    opt = torch.optim.AdamW(fld.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(fld.parameters(), cfg)
     est = estimator_factory(cfg.method, denoiser, **cfg.estimator_options())
     prompts = denoiser.prompt_embeddings(cfg.prompt, cfg.negative_prompt)
     cond, uncond = prompts.cond.to(device), prompts.uncond.to(device)

@@ -29,7 +29,8 @@ from ..runlock import open_run_folder
 from ..config import option
 from ..errors import UserInputError
 from .common import (DistillConfig, add_distill_arguments, default_device,
-                     distill_config_from_args, list_options, load_denoiser, run_distillation)
+                     distill_config_from_args, list_options, load_denoiser, make_optimizer,
+                     run_distillation)
 
 __all__ = ["ThreeDConfig", "distill_3d", "add_3d_arguments", "run_3d", "build_nerf", "camera_ranges"]
 
@@ -63,6 +64,11 @@ class ThreeDConfig(DistillConfig):
     fovy_range: tuple[float, float] = option((40.0, 70.0), help="camera vertical field of view range (degrees)")
     view_dependent: bool = option(True, help="DreamFusion's '<prompt>, front/side/back/overhead view' prompts")
     snapshot_views: int = option(4, help="views in each snapshot, evenly spaced azimuths from 0 (front)")
+    occupancy_resolution: int = option(32, help="empty-space grid cells per axis; rays evaluate the network only in "
+                                                "occupied cells (msdfast.fields.occupancy; 0: off)")
+    occupancy_threshold: float = option(0.01, help="optical depth per sample step below which a cell is empty "
+                                                   "(nerfacc's occ_thre)")
+    occupancy_every: int = option(16, help="steps between occupancy-grid updates (nerfacc / threestudio: 16)")
 
     def __post_init__(self) -> None:
         for k in _RANGES:   # lists from the CLI/JSON and tuples compare unequal: one canonical form
@@ -70,11 +76,15 @@ class ThreeDConfig(DistillConfig):
 
     def validate(self) -> None:
         super().validate()
-        for k in ("render_size", "batch_size", "n_samples", "snapshot_views"):
+        for k in ("render_size", "batch_size", "n_samples", "snapshot_views", "occupancy_every"):
             if getattr(self, k) < 1:
                 raise UserInputError(f"{k}: must be >= 1, got {getattr(self, k)}")
         if not self.radius > 0:
             raise UserInputError(f"radius: must be positive, got {self.radius}")
+        if self.occupancy_resolution < 0:
+            raise UserInputError(f"occupancy_resolution: must be >= 0 (0: no grid), got {self.occupancy_resolution}")
+        if not self.occupancy_threshold >= 0:
+            raise UserInputError(f"occupancy_threshold: must be >= 0, got {self.occupancy_threshold}")
         try:
             camera_ranges(self).validate()
         except ValueError as e:   # the camera ranges' own check names the range
@@ -100,7 +110,8 @@ def build_nerf(cfg: ThreeDConfig, *, implementation: str = "auto") -> torch.nn.M
     return NeRF(radius=cfg.radius, grid={**default_nerf_grid_config(), **cfg.grid}, hidden=cfg.hidden,
                 n_hidden_layers=cfg.n_hidden_layers, n_samples=cfg.n_samples,
                 density_activation=cfg.density_activation, density_bias=cfg.density_bias,
-                blob_scale=cfg.blob_scale, blob_std=cfg.blob_std, implementation=implementation, seed=cfg.seed)
+                blob_scale=cfg.blob_scale, blob_std=cfg.blob_std, implementation=implementation, seed=cfg.seed,
+                occupancy_resolution=cfg.occupancy_resolution, occupancy_threshold=cfg.occupancy_threshold)
 
 
 def distill_3d(cfg: ThreeDConfig, *, resume: bool = False, overwrite: bool = False, denoiser: Any = None,
@@ -127,7 +138,7 @@ def _distill_3d(cfg: ThreeDConfig, *, resume: bool, denoiser: Any, estimator_fac
 
     torch.manual_seed(cfg.seed)  # the MLPs' init draws from the global stream
     nerf = build_nerf(cfg).to(device)
-    opt = torch.optim.AdamW(nerf.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(nerf.parameters(), cfg)
     est = estimator_factory(cfg.method, denoiser, **cfg.estimator_options())
     prompts = denoiser.prompt_embeddings(cfg.prompt, cfg.negative_prompt, view_dependent=cfg.view_dependent)
     if cfg.view_dependent:   # the 4 view buckets' embeddings, computed once (and cached on disk by the denoiser)
@@ -142,6 +153,8 @@ def _distill_3d(cfg: ThreeDConfig, *, resume: bool, denoiser: Any, estimator_fac
     snap_rays = ray_bundle(snap_cams, S, S)
 
     def step_fn(step: int) -> Any:
+        if step % cfg.occupancy_every == 0:
+            nerf.update_occupancy(generator=gen)     # empty-space grid from the current density (no-op if off)
         cams = sample_cameras(B, ranges, generator=gen, device=device)
         out = nerf.render(*ray_bundle(cams, S, S), generator=gen)
         latents = denoiser.encode_images(out["rgb"].permute(0, 3, 1, 2), generator=gen)
@@ -153,7 +166,8 @@ def _distill_3d(cfg: ThreeDConfig, *, resume: bool, denoiser: Any, estimator_fac
         if hasattr(est, "set_camera"):   # VSD's eps_phi is camera-conditioned (ProlificDreamer: c2w)
             est.set_camera(cams.c2w)
         res = est(latents, c, u, generator=gen)
-        res.info.update(azimuth=float(cams.azimuth[0]), elevation=float(cams.elevation[0]))
+        res.info.update(azimuth=float(cams.azimuth[0]), elevation=float(cams.elevation[0]),
+                        samples_evaluated=float(out["samples_evaluated"]))
         return res
 
     def render_fn() -> torch.Tensor:
