@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from msdfast.adapters.threestudio import C, MSDFastGuidance
+from msdfast.errors import UserInputError
 from msdfast.testing.tiny_sd import tiny_sd_path
 from test_image_pipeline import StandInSDS, standin_factory  # the pipeline tests' stand-in estimator
 
@@ -37,7 +38,8 @@ def _cams(b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def test_call_matches_direct_estimator_with_cond_first(den) -> None:  # noqa: ANN001
-    g = MSDFastGuidance({"method": "sds", "seed": 5}, denoiser=den, estimator_factory=standin_factory)
+    g = MSDFastGuidance({"method": "sds", "seed": 5, "guidance_scale": 6.5}, denoiser=den,
+                        estimator_factory=standin_factory)
     pu = FakePromptUtils(den)
     lat_img = torch.randn(2, 8, 8, 4, generator=torch.Generator().manual_seed(1), requires_grad=True)
     out = g(lat_img, pu, *_cams(2), rgb_as_latents=True)
@@ -79,7 +81,7 @@ def test_guidance_scale_forms_and_loss_name(den) -> None:  # noqa: ANN001
     g = MSDFastGuidance({"guidance_scale": 7.5, "guidance_scale_form": "diffusers"}, denoiser=den,
                         estimator_factory=standin_factory)
     assert g.estimator.w == 7.5 and g.loss_key == "loss_sds"
-    with pytest.raises(ValueError, match="cfg"):
+    with pytest.raises(UserInputError, match="guidance.guidance_scael"):
         MSDFastGuidance({"guidance_scael": 1.0}, denoiser=den, estimator_factory=standin_factory)
 
 
@@ -95,10 +97,16 @@ def test_update_step_schedules_and_clip(den) -> None:  # noqa: ANN001
     assert g.grad_clip_val == pytest.approx(0.01)
     # clipped element-wise: |g| <= 0.01 everywhere, so grad_norm <= 0.01 * sqrt(numel)
     assert out["grad_norm"] <= 0.01 * (4 * 8 * 8) ** 0.5 + 1e-6
-    assert out["eval"]["imgs_target"].shape == (1, 64, 64, 3)
+    ev = out["eval"]  # threestudio's guidance_eval keys and shapes
+    assert ev["bs"] == 1 and len(ev["noise_levels"]) == 1 and len(ev["texts"]) == 1
+    for k in ("imgs_noisy", "imgs_1step", "imgs_1orig", "imgs_final"):
+        assert ev[k].shape == (1, 64, 64, 3) and 0 <= ev[k].min() and ev[k].max() <= 1
 
 
 def test_threestudio_C_schedule() -> None:
+    from msdfast.adapters.threestudio import _local_C
+    assert _local_C([0, 1.0, 0.1, 10, 0.01, 20], 0, 15) == pytest.approx(0.055)  # piecewise: 2nd segment
+    assert _local_C([0, 1.0, 0.01, 10], 0, 5, "exp") == pytest.approx(0.1)    # geometric interpolation
     assert C(0.5, 0, 10) == 0.5
     assert C([0, 1.0, 0.0, 100], 0, 25) == pytest.approx(0.75)
     assert C([1.0, 0.0, 100], 0, 200) == 0.0  # 3-element form, held after the end

@@ -1,9 +1,12 @@
-"""Stable Diffusion (diffusers) behind the Denoiser protocol, loaded from a LOCAL folder only.
+"""Stable Diffusion (diffusers) behind the Denoiser protocol, loaded without network access.
 
 * Loads unet/, vae/, text_encoder/, tokenizer/ and scheduler/scheduler_config.json of a diffusers pipeline
-  folder (SD 1.5, 2.1-base, 2.1 768-v, ...) with `local_files_only=True`; never touches the network. A single
-  `.safetensors`/`.ckpt` checkpoint is accepted when a diffusers folder with the matching configs is given as
-  `config=` (the single-file loader would otherwise download configs).
+  folder (SD 1.5, 2.1-base, 2.1 768-v, ...; `StableDiffusionPipeline.save_pretrained` output, tokenizer.json-only
+  tokenizers of transformers >= 5, `variant="fp16"` weights) with diffusers'/transformers' loaders and
+  `local_files_only=True`; a hub id resolves from the local Hugging Face cache; never touches the network.
+  A single `.safetensors`/`.ckpt` checkpoint is accepted when a diffusers folder with the matching configs is
+  given as `config=` (the single-file loader would otherwise download configs). `from_pipeline(pipe)` wraps an
+  in-memory StableDiffusionPipeline. diffusers/transformers come with `pip install 'msdfast[diffusers]'`.
 * `_eps` is ONE batched UNet call: CFG pairs, MSD chains and views are batched by the caller (eps_pair,
   repeat_cond) into a single forward. fp16/bf16 weights, channels_last, SDPA attention.
 * epsilon- and v-prediction models are returned as eps through `VPSchedule.to_eps` (docs/math.md sec. 1).
@@ -14,19 +17,23 @@
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..cache_dir import default_cache_dir
+from ..errors import UserInputError
 from ..prompts import VIEW_SUFFIXES, PromptEmbeddings
 from ..schedule import VPSchedule
 from .base import Cond, Denoiser
 
-__all__ = ["StableDiffusionDenoiser", "load_stable_diffusion"]
+__all__ = ["StableDiffusionDenoiser", "load_stable_diffusion", "from_pipeline", "resolve_model"]
 
 _REQUIRED = {
     "unet": ("config.json",),
@@ -47,20 +54,30 @@ def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def _check_folder(root: Path) -> None:
-    """Raise FileNotFoundError naming every missing piece of a diffusers SD folder."""
+def _check_folder(root: Path, variant: str | None = None) -> None:
+    """Raise FileNotFoundError naming every missing piece of a diffusers SD folder.
+
+    The tokenizer may be a transformers >= 5 `tokenizer.json` or the classic vocab.json + merges.txt; weights
+    are `*.safetensors`/`*.bin` (`*.<variant>.safetensors` with a variant).
+    """
     if not root.exists():
         raise FileNotFoundError(f"model: folder {str(root)!r} does not exist (msdfast loads Stable Diffusion "
-                                "from a local diffusers folder only; see README 'Stable Diffusion weights')")
+                                "from a local diffusers folder or the local Hugging Face cache; see README "
+                                "'Stable Diffusion weights')")
     missing = []
     for sub, files in _REQUIRED.items():
         if not (root / sub).is_dir():
             missing.append(f"{sub}/")
             continue
+        if sub == "tokenizer" and (root / sub / "tokenizer.json").exists():
+            continue
         missing += [f"{sub}/{f}" for f in files if not (root / sub / f).exists()]
-        if sub in ("unet", "vae", "text_encoder") and not any(
-                p.suffix in (".safetensors", ".bin") for p in (root / sub).iterdir()):
-            missing.append(f"{sub}/<weights>.safetensors")
+        if sub in ("unet", "vae", "text_encoder"):
+            names = [p.name for p in (root / sub).iterdir() if p.suffix in (".safetensors", ".bin")]
+            if variant is not None:
+                names = [n for n in names if f".{variant}." in n]
+            if not names:
+                missing.append(f"{sub}/<weights>{'.' + variant if variant else ''}.safetensors")
     if missing:
         raise FileNotFoundError(f"model: {str(root)!r} is not a complete diffusers Stable Diffusion folder; "
                                 f"missing: {', '.join(missing)}")
@@ -219,56 +236,170 @@ class StableDiffusionDenoiser(Denoiser):
         return (x.float() * 0.5 + 0.5).clamp(0, 1)
 
 
+def _require_diffusers() -> None:
+    """One line naming the extra when diffusers/transformers are missing."""
+    import importlib.util
+    missing = [m for m in ("diffusers", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserInputError(f"model: Stable Diffusion needs {' and '.join(missing)}; "
+                             "install them with: pip install 'msdfast[diffusers]'")
+
+
+@contextlib.contextmanager
+def _quiet_loading(verbose: bool) -> Iterator[None]:
+    """Silence diffusers'/transformers' per-load warnings and progress bars (restored afterwards)."""
+    if verbose:
+        yield
+        return
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+    levels = (dlog.get_verbosity(), tlog.get_verbosity())
+    dbar = dlog.is_progress_bar_enabled() if hasattr(dlog, "is_progress_bar_enabled") else True
+    tbar = tlog.is_progress_bar_enabled() if hasattr(tlog, "is_progress_bar_enabled") else True
+    dlog.set_verbosity_error(), tlog.set_verbosity_error()
+    dlog.disable_progress_bar(), tlog.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        dlog.set_verbosity(levels[0]), tlog.set_verbosity(levels[1])
+        if dbar:
+            dlog.enable_progress_bar()
+        if tbar:
+            tlog.enable_progress_bar()
+
+
+def _is_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and "\\" not in text
+
+
+def resolve_model(path: str | os.PathLike) -> Path:
+    """A local folder/file as given, else a hub id ("org/name") resolved from the LOCAL Hugging Face cache.
+
+    Never touches the network (huggingface_hub's snapshot_download with local_files_only=True); a hub id that
+    is not cached raises a one-line UserInputError saying how to fetch it.
+    """
+    root = Path(path).expanduser()
+    if root.exists() or not _is_hub_id(str(path)):
+        return root
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    try:
+        return Path(snapshot_download(str(path), local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        from huggingface_hub.constants import HF_HUB_CACHE
+        raise UserInputError(f"model: {str(path)!r} is neither a local folder nor in the local Hugging Face cache "
+                             f"({HF_HUB_CACHE}); fetch it once with `hf download {path}` (or pass a local "
+                             "diffusers folder)") from None
+
+
 def load_stable_diffusion(path: str | os.PathLike, *, device: str | torch.device = "cpu",
                           dtype: str | torch.dtype = "float32", config: str | os.PathLike | None = None,
                           cache_dir: str | os.PathLike | None | bool = None,
                           encode_resolution: int | None = None,
                           channels_last: bool = True,
-                          compile: bool | str = False) -> StableDiffusionDenoiser:
-    """Load a Stable Diffusion denoiser from a local diffusers folder (or a single file + `config` folder).
+                          compile: bool | str = False, variant: str | None = None,
+                          verbose: bool = False) -> StableDiffusionDenoiser:
+    """Load a Stable Diffusion denoiser with diffusers' own loaders, without network access.
 
-    Offline always: HF_HUB_OFFLINE=1 is set for the process and every loader gets local_files_only=True.
+    path: a diffusers pipeline folder (`StableDiffusionPipeline.save_pretrained`, any transformers tokenizer
+    layout: tokenizer.json or vocab.json + merges.txt), a hub id ("org/name") already in the local Hugging Face
+    cache (resolve_model), or a single `.safetensors`/`.ckpt` file with `config=` a diffusers folder of the same
+    family. Every loader gets local_files_only=True (HF_HUB_OFFLINE is NOT set for the process).
+    variant: diffusers' weight variant, e.g. "fp16" for `*.fp16.safetensors` folders.
+    verbose: show diffusers'/transformers' loading warnings and progress bars (silenced otherwise).
     compile: wrap the UNet in torch.compile (True = inductor, or a backend name), with dynamic batch shapes so
     CFG pairs, chains and views of any size reuse one graph.
+    An in-memory pipeline: `from_pipeline(pipe)`.
     """
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
+    _require_diffusers()
     torch_dtype = _parse_dtype(dtype)
-    root = Path(path).expanduser()
-    if root.is_file():
-        if config is None:
-            raise FileNotFoundError(
-                f"config: {str(root)!r} is a single-file checkpoint; pass config=<a diffusers folder of the same "
-                "model family> (its unet/vae/text_encoder/tokenizer/scheduler configs) -- msdfast never "
-                "downloads configs")
-        _check_folder_configs(Path(config))
-        from diffusers import StableDiffusionPipeline
-        pipe = StableDiffusionPipeline.from_single_file(str(root), config=str(config), local_files_only=True,
-                                                        torch_dtype=torch_dtype, safety_checker=None)
-        unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
-        sched_cfg = dict(pipe.scheduler.config)
-    else:
-        _check_folder(root)
-        kw = dict(local_files_only=True, torch_dtype=torch_dtype)
-        unet = UNet2DConditionModel.from_pretrained(str(root), subfolder="unet", **kw)
-        vae = AutoencoderKL.from_pretrained(str(root), subfolder="vae", **kw)
-        text_encoder = CLIPTextModel.from_pretrained(str(root), subfolder="text_encoder", **kw)
-        tokenizer = CLIPTokenizer.from_pretrained(str(root), subfolder="tokenizer", local_files_only=True)
-        import json
-        sched_cfg = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+    root = resolve_model(path)
+    with _quiet_loading(verbose):
+        if root.is_file():
+            if config is None:
+                raise FileNotFoundError(
+                    f"config: {str(root)!r} is a single-file checkpoint; pass config=<a diffusers folder of the "
+                    "same model family> (its unet/vae/text_encoder/tokenizer/scheduler configs) -- msdfast never "
+                    "downloads configs")
+            _check_folder_configs(Path(config))
+            from diffusers import StableDiffusionPipeline
+            pipe = StableDiffusionPipeline.from_single_file(str(root), config=str(config), local_files_only=True,
+                                                            torch_dtype=torch_dtype, safety_checker=None)
+            parts = (pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config))
+        else:
+            _check_folder(root, variant)
+            parts = _load_components(root, torch_dtype, variant)
+    model_hash = _model_hash(root, config, cache_dir)
+    den = _build(*parts, model_id=f"{root.resolve()}|{model_hash}", device=device, cache_dir=cache_dir,
+                 encode_resolution=encode_resolution, channels_last=channels_last, compile=compile)
+    den.model_path, den.model_hash = str(root.resolve()), model_hash
+    return den
+
+
+def from_pipeline(pipe: Any, *, device: str | torch.device | None = None,
+                  cache_dir: str | os.PathLike | None | bool = None, encode_resolution: int | None = None,
+                  channels_last: bool = True, compile: bool | str = False,
+                  model_id: str | None = None) -> StableDiffusionDenoiser:
+    """A denoiser around an in-memory diffusers StableDiffusionPipeline (its unet, vae, text_encoder, tokenizer
+    and scheduler config; shared, not copied). device None: the pipeline's. model_id keys the text-embedding
+    cache (default: the pipeline's name_or_path and the UNet's parameter count)."""
+    for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        if getattr(pipe, part, None) is None:
+            raise UserInputError(f"pipe: the pipeline has no {part} (a StableDiffusionPipeline is expected)")
+    if model_id is None:
+        n = sum(p.numel() for p in pipe.unet.parameters())
+        model_id = f"pipeline:{getattr(pipe, 'name_or_path', '') or type(pipe).__name__}|{n}"
+    dev = device if device is not None else next(pipe.unet.parameters()).device
+    den = _build(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config),
+                 model_id=model_id, device=dev, cache_dir=cache_dir, encode_resolution=encode_resolution,
+                 channels_last=channels_last, compile=compile)
+    den.model_path, den.model_hash = None, model_id
+    return den
+
+
+def _load_components(root: Path, torch_dtype: torch.dtype, variant: str | None) -> tuple:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    kw = dict(local_files_only=True, torch_dtype=torch_dtype)
+    try:
+        unet = UNet2DConditionModel.from_pretrained(str(root), subfolder="unet", variant=variant, **kw)
+        vae = AutoencoderKL.from_pretrained(str(root), subfolder="vae", variant=variant, **kw)
+        text_encoder = CLIPTextModel.from_pretrained(str(root), subfolder="text_encoder", variant=variant,
+                                                     local_files_only=True, **_transformers_dtype(torch_dtype))
+    except (OSError, ValueError) as e:
+        if variant is None:
+            raise
+        raise UserInputError(f"variant: {str(root)!r} has no {variant!r} weights for every component "
+                             f"({str(e).splitlines()[0][:160]})") from None
+    tokenizer = AutoTokenizer.from_pretrained(str(root), subfolder="tokenizer", local_files_only=True)
+    sched_cfg = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+    return unet, vae, text_encoder, tokenizer, sched_cfg
+
+
+def _transformers_dtype(torch_dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """transformers >= 4.56 names the argument `dtype` (torch_dtype is deprecated), older ones `torch_dtype`."""
+    import transformers
+    from packaging.version import Version
+    return {"dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype": torch_dtype}
+
+
+def _build(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, sched_cfg: dict, *, model_id: str,
+           device: str | torch.device, cache_dir: Any, encode_resolution: int | None, channels_last: bool,
+           compile: bool | str) -> StableDiffusionDenoiser:
     try:  # SDPA attention (torch >= 2): diffusers' AttnProcessor2_0
         from diffusers.models.attention_processor import AttnProcessor2_0
         unet.set_attn_processor(AttnProcessor2_0())
     except Exception:  # noqa: BLE001 -- older/newer diffusers pick SDPA by default anyway
         pass
     schedule = VPSchedule.from_config(sched_cfg)
-    model_hash = _model_hash(root, config, cache_dir)
-    den = StableDiffusionDenoiser(unet, vae, text_encoder, tokenizer, schedule,
-                                  model_id=f"{root.resolve()}|{model_hash}", cache_dir=cache_dir,
-                                  encode_resolution=encode_resolution, channels_last=channels_last)
-    den.model_path, den.model_hash = str(root.resolve()), model_hash
+    den = StableDiffusionDenoiser(unet, vae, text_encoder, tokenizer, schedule, model_id=model_id,
+                                  cache_dir=cache_dir, encode_resolution=encode_resolution,
+                                  channels_last=channels_last)
     den = den.to(device)
     if compile:
         den.unet = torch.compile(den.unet, backend="inductor" if compile is True else str(compile), dynamic=True)
