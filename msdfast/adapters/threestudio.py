@@ -22,6 +22,7 @@ The call (threestudio's guidance contract, docs/math.md sec. 2.1):
 Stock guidance blocks (threestudio's stable-diffusion-guidance, -sdi-guidance and -vsd-guidance configs) load
 unchanged: `translate_config` maps every key to an msdfast option or raises msdfast.errors.UserInputError
 naming the key msdfast cannot honour. The block's family (which stock guidance it was written for) fixes
+* (from its keys: SDI- or VSD-only keys, else SD)
 * the method when `method` is not given: SD -> "sds", SDI -> "sdi" ("sds" with enable_sdi: false),
   ProlificDreamer (VSD) -> "vsd";
 * the loss key the system's `lambda_*` expects: loss_sds, loss_sdi, loss_vsd (override: `loss_name`);
@@ -63,6 +64,7 @@ MSDFAST_KEYS: dict[str, Any] = {
     "estimator": None,               # method-specific options for msdfast.estimators.build
     "variant": None,                 # diffusers weight variant ("fp16")
     "cache_dir": None,               # msdfast's text-embedding cache (None: default)
+    "encode_resolution": None,       # VAE input size (None: the model's; threestudio hard-codes 512)
 }
 
 # Stock keys of threestudio's stable-diffusion-, -sdi- and -vsd-guidance configs (commit 28d9d80), by family,
@@ -145,14 +147,12 @@ def C(value: Any, epoch: int, global_step: int, interpolation: str = "linear") -
 
 
 def _family(given: Mapping[str, Any]) -> str:
+    """Which stock guidance the block was written for, from its keys (SD unless SDI- or VSD-only keys)."""
     fams = [f for f, keys in _FAMILY_ONLY.items() if keys & set(given)]
     if len(fams) > 1:
         raise UserInputError(f"guidance: keys of both the SDI and the VSD guidance given "
                              f"({sorted((_FAMILY_ONLY['sdi'] | _FAMILY_ONLY['vsd']) & set(given))})")
-    if fams:
-        return fams[0]
-    method = given.get("method")
-    return method if method in ("sdi", "vsd") else "sd"
+    return fams[0] if fams else "sd"
 
 
 def _err(key: str, why: str) -> UserInputError:
@@ -274,6 +274,7 @@ def translate_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "grad_clip": v.get("grad_clip"), "view_dependent_prompting": bool(v["view_dependent_prompting"]),
         "max_items_eval": int(v.get("max_items_eval", 4)), "eval_steps": int(v.get("n_ddim_steps", 50)),
         "seed": given.get("seed"), "cache_dir": given.get("cache_dir"),
+        "encode_resolution": given.get("encode_resolution"),
     }
 
 
@@ -290,7 +291,7 @@ class MSDFastGuidance:
             denoiser = load_stable_diffusion(st["model"], device="cuda" if cuda else "cpu",
                                              dtype="float16" if cuda and st["half"] else "float32",
                                              variant=st["variant"], channels_last=st["channels_last"],
-                                             cache_dir=st["cache_dir"])
+                                             cache_dir=st["cache_dir"], encode_resolution=st["encode_resolution"])
         if estimator_factory is None:
             from ..estimators import build as estimator_factory
         self.denoiser = denoiser
