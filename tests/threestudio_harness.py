@@ -48,7 +48,9 @@ SUBMODULES = [
     "threestudio.systems.fantasia3d",
 ]
 # systems whose other dependencies may be missing (imagedreamfusion: torchmetrics): imported when they can be.
-OPTIONAL_SUBMODULES = ["threestudio.systems.imagedreamfusion"]
+# (fantasia3d's training step checks isinstance against controlnet_guidance, which needs controlnet_aux)
+OPTIONAL_SUBMODULES = ["threestudio.systems.imagedreamfusion", "threestudio.systems.eff_dreamfusion",
+                       "threestudio.models.guidance.controlnet_guidance"]
 UNAVAILABLE: dict[str, str] = {}
 PACKAGES = ["threestudio.data", "threestudio.models", "threestudio.systems", "threestudio.models.guidance",
             "threestudio.models.prompt_processors", "threestudio.models.geometry", "threestudio.models.renderers",
