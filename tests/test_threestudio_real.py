@@ -155,7 +155,7 @@ def make_batch(B: int = 1, seed: int = 0) -> dict[str, Any]:
     g = torch.Generator().manual_seed(seed)
     return {"elevation": torch.rand(B, generator=g) * 30, "azimuth": torch.rand(B, generator=g) * 360 - 180,
             "camera_distances": torch.full((B,), 1.5), "height": 64, "width": 64,
-            "c2w": torch.eye(4)[None, :3].expand(B, -1, -1), "mvp_mtx": torch.eye(4)[None].expand(B, -1, -1),
+            "c2w": torch.eye(4)[None].expand(B, -1, -1), "mvp_mtx": torch.eye(4)[None].expand(B, -1, -1),
             "light_positions": torch.ones(B, 3), "camera_positions": torch.ones(B, 3)}
 
 
