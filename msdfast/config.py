@@ -101,6 +101,16 @@ def type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
+def _from_text(value: Any, kind: type, name: str, noun: str) -> Any:
+    """A number given as text (YAML, KEY=VALUE) parsed as `kind`; any other value unchanged."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return kind(value.strip())
+    except ValueError:
+        raise UserInputError(f"{name}: expected {noun}, got {value!r}") from None
+
+
 def coerce(value: Any, tp: Any, name: str, *, finite: bool = True) -> Any:
     """`value` as type `tp` (int, float, str, bool, None, X | None, Literal, tuple[...], list[X], dict[...], Any).
 
@@ -139,22 +149,14 @@ def coerce(value: Any, tp: Any, name: str, *, finite: bool = True) -> Any:
             return value.lower() in ("true", "yes", "1")
         raise UserInputError(f"{name}: expected true or false, got {value!r}")
     if tp is int:
-        if isinstance(value, str):
-            try:
-                value = int(value.strip())
-            except ValueError:
-                raise UserInputError(f"{name}: expected an integer, got {value!r}") from None
+        value = _from_text(value, int, name, "an integer")
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
             raise UserInputError(f"{name}: expected an integer, got {value!r}")
         return int(value)
     if tp is float:
-        if isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                raise UserInputError(f"{name}: expected a number, got {value!r}") from None
+        value = _from_text(value, float, name, "a number")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserInputError(f"{name}: expected a number, got {value!r}")
         value = float(value)

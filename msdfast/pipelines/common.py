@@ -35,7 +35,7 @@ from ..errors import UserInputError
 from ..estimators import METHODS
 
 __all__ = ["DistillConfig", "NON_RESULT_KEYS", "run_identity", "run_distillation", "load_denoiser", "default_device",
-           "save_png", "progress_strip", "add_distill_arguments", "distill_config_from_args", "list_options",
+           "run_pipeline", "run_job", "save_png", "progress_strip", "add_distill_arguments", "distill_config_from_args", "list_options",
            "PROMOTED_OPTIONS"]
 
 # DistillConfig fields that do not change a run's results: --resume may change them. Every other field must match
@@ -252,6 +252,28 @@ def make_optimizer(params: Any, cfg: DistillConfig) -> torch.optim.Optimizer:
 
 
 # ---------------------------------------------------------------------- the run loop
+def run_pipeline(cfg: DistillConfig, body: Callable[..., dict[str, Any]], *, resume: bool, overwrite: bool,
+                 denoiser: Any, estimator_factory: Callable[..., Any] | None,
+                 stop_after: int | None) -> dict[str, Any]:
+    """What every distillation pipeline does before its own setup, then `body`.
+
+    Validates cfg, holds the run folder (one writer; the new/resume/overwrite rules of msdfast.runlock), resolves
+    the device, loads the denoiser unless one is given and defaults the estimator factory to
+    msdfast.estimators.build; then returns body(cfg, device=, denoiser=, estimator_factory=, resume=, stop_after=).
+    """
+    from ..runlock import open_run_folder
+
+    cfg.validate()
+    with open_run_folder(cfg.out, resume=resume, overwrite=overwrite):
+        device = default_device(cfg.device)
+        if denoiser is None:
+            denoiser = load_denoiser(cfg, device)
+        if estimator_factory is None:
+            from ..estimators import build as estimator_factory
+        return body(cfg, device=device, denoiser=denoiser, estimator_factory=estimator_factory, resume=resume,
+                    stop_after=stop_after)
+
+
 def run_identity(denoiser: Any, device: torch.device | str) -> dict[str, Any]:
     """What a resumed run must share with the checkpointed one beyond the config: the model (resolved path and
     content hash, msdfast.content_hash, as load_stable_diffusion records them), the denoiser's dtype and the
@@ -433,6 +455,19 @@ def distill_config_from_args(args: argparse.Namespace, cls: type[DistillConfig])
         raise UserInputError(f"--model {cfg.model}: not a folder (msdfast loads Stable Diffusion from a local "
                              "diffusers folder)")
     return cfg
+
+
+def run_job(args: argparse.Namespace, cls: type[DistillConfig], distill: Callable[..., dict[str, Any]]) -> int:
+    """A distillation command (`msdfast image`, `msdfast 3d`): --list-options METHOD, or resolve the job's config
+    from the parsed arguments, run `distill(cfg, resume=, overwrite=)` and print a one-line summary."""
+    if args.list_options:
+        print(list_options(args.list_options, cls))
+        return 0
+    cfg = distill_config_from_args(args, cls)
+    m = distill(cfg, resume=args.resume, overwrite=args.overwrite)
+    print(f"{cfg.method}: {m['steps_done']} steps, {m['total_nfe']} NFE ({m['nfe_per_step']:.1f}/step), "
+          f"{m['seconds']:.1f} s -> {Path(cfg.out) / 'final.png'}")
+    return 0
 
 
 def list_options(method: str, cls: type[DistillConfig]) -> str:

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from ..runlock import open_run_folder
 from ..errors import UserInputError
 from ..config import option
-from .common import (DistillConfig, add_distill_arguments, default_device,
-                     distill_config_from_args, list_options, load_denoiser, make_optimizer,
-                     run_distillation)
+from .common import (DistillConfig, add_distill_arguments, make_optimizer, run_distillation, run_job,
+                     run_pipeline)
 
 __all__ = ["ImageConfig", "add_image_arguments", "run_image", "distill_image"]
 
@@ -53,21 +50,14 @@ def distill_image(cfg: ImageConfig, *, resume: bool = False, overwrite: bool = F
     **options) builds the estimator (default msdfast.estimators.build). stop_after: stop (as if interrupted)
     once that many steps in total are done -- used by the resume tests.
     """
-    cfg.validate()
-    with open_run_folder(cfg.out, resume=resume, overwrite=overwrite):   # one writer; new/resume/overwrite rules
-        return _distill_image(cfg, resume=resume, denoiser=denoiser, estimator_factory=estimator_factory,
-                              stop_after=stop_after)
+    return run_pipeline(cfg, _distill_image, resume=resume, overwrite=overwrite, denoiser=denoiser,
+                        estimator_factory=estimator_factory, stop_after=stop_after)
 
 
-def _distill_image(cfg: ImageConfig, *, resume: bool, denoiser: Any, estimator_factory: Callable[..., Any] | None,
-                   stop_after: int | None) -> dict[str, Any]:
+def _distill_image(cfg: ImageConfig, *, device: str, denoiser: Any, estimator_factory: Callable[..., Any],
+                   resume: bool, stop_after: int | None) -> dict[str, Any]:
     from ..fields.image import build_field
 
-    device = default_device(cfg.device)
-    if denoiser is None:
-        denoiser = load_denoiser(cfg, device)
-    if estimator_factory is None:
-        from ..estimators import build as estimator_factory
     resolution = cfg.resolution or denoiser.encode_resolution
 
     torch.manual_seed(cfg.seed)  # the field's MLP init draws from the global stream
@@ -100,11 +90,4 @@ def add_image_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_image(args: argparse.Namespace) -> int:
-    if args.list_options:
-        print(list_options(args.list_options, ImageConfig))
-        return 0
-    cfg = distill_config_from_args(args, ImageConfig)
-    m = distill_image(cfg, resume=args.resume, overwrite=args.overwrite)
-    print(f"{cfg.method}: {m['steps_done']} steps, {m['total_nfe']} NFE ({m['nfe_per_step']:.1f}/step), "
-          f"{m['seconds']:.1f} s -> {Path(cfg.out) / 'final.png'}")
-    return 0
+    return run_job(args, ImageConfig, distill_image)

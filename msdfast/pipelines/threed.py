@@ -20,17 +20,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from ..runlock import open_run_folder
 from ..config import option
 from ..errors import UserInputError
-from .common import (DistillConfig, add_distill_arguments, default_device,
-                     distill_config_from_args, list_options, load_denoiser, make_optimizer,
-                     run_distillation)
+from .common import (DistillConfig, add_distill_arguments, make_optimizer, run_distillation, run_job,
+                     run_pipeline)
 
 __all__ = ["ThreeDConfig", "distill_3d", "add_3d_arguments", "run_3d", "build_nerf", "camera_ranges"]
 
@@ -119,21 +116,14 @@ def distill_3d(cfg: ThreeDConfig, *, resume: bool = False, overwrite: bool = Fal
                stop_after: int | None = None) -> dict[str, Any]:
     """Run (or resume) text-to-3D distillation; returns the metrics dict written to metrics.json, plus
     "field" (the trained NeRF). Arguments as `msdfast.pipelines.image.distill_image`."""
-    cfg.validate()
-    with open_run_folder(cfg.out, resume=resume, overwrite=overwrite):   # one writer; new/resume/overwrite rules
-        return _distill_3d(cfg, resume=resume, denoiser=denoiser, estimator_factory=estimator_factory,
-                           stop_after=stop_after)
+    return run_pipeline(cfg, _distill_3d, resume=resume, overwrite=overwrite, denoiser=denoiser,
+                        estimator_factory=estimator_factory, stop_after=stop_after)
 
 
-def _distill_3d(cfg: ThreeDConfig, *, resume: bool, denoiser: Any, estimator_factory: Callable[..., Any] | None,
-                stop_after: int | None) -> dict[str, Any]:
+def _distill_3d(cfg: ThreeDConfig, *, device: str, denoiser: Any, estimator_factory: Callable[..., Any],
+                resume: bool, stop_after: int | None) -> dict[str, Any]:
     from ..fields.cameras import fixed_cameras, ray_bundle, sample_cameras, view_index
 
-    device = default_device(cfg.device)
-    if denoiser is None:
-        denoiser = load_denoiser(cfg, device)
-    if estimator_factory is None:
-        from ..estimators import build as estimator_factory
     ranges = camera_ranges(cfg)
 
     torch.manual_seed(cfg.seed)  # the MLPs' init draws from the global stream
@@ -191,11 +181,4 @@ def add_3d_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_3d(args: argparse.Namespace) -> int:
-    if args.list_options:
-        print(list_options(args.list_options, ThreeDConfig))
-        return 0
-    cfg = distill_config_from_args(args, ThreeDConfig)
-    m = distill_3d(cfg, resume=args.resume, overwrite=args.overwrite)
-    print(f"{cfg.method}: {m['steps_done']} steps, {m['total_nfe']} NFE ({m['nfe_per_step']:.1f}/step), "
-          f"{m['seconds']:.1f} s -> {Path(cfg.out) / 'final.png'}")
-    return 0
+    return run_job(args, ThreeDConfig, distill_3d)

@@ -54,6 +54,11 @@ def _interval(name: str, v: Any) -> tuple[int, int] | None:
     return (int(v[0]), int(v[1]))
 
 
+def _at_least_one(name: str, v: Any) -> None:
+    if int(v) < 1:
+        raise UserInputError(f"{name}: must be >= 1, got {v}")
+
+
 def _choice(name: str, v: Any, valid: tuple[str, ...]) -> None:
     if v not in valid:
         raise UserInputError(f"{name}: expected one of {valid}, got {v!r}")
@@ -71,8 +76,7 @@ class ExactOptions:
     chains: int = 1
 
     def __post_init__(self) -> None:
-        if int(self.chains) < 1:
-            raise UserInputError(f"chains: must be >= 1, got {self.chains}")
+        _at_least_one("chains", self.chains)
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,7 @@ class PosteriorOptions(ExactOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if int(self.steps) < 1:
-            raise UserInputError(f"steps: must be >= 1, got {self.steps}")
+        _at_least_one("steps", self.steps)
 
 
 @dataclass(frozen=True)
