@@ -36,7 +36,7 @@ from .errors import UserInputError
 
 __all__ = ["option", "parse_value", "parse_key_value", "parse_key_values", "coerce", "field_types",
            "dataclass_from_mapping", "load_config_file", "add_config_arguments", "given_flags", "resolve_config",
-           "config_to_dict", "add_job_arguments", "config_from_args", "flag_name", "field_metadata", "coerce_fields", "RUN_INFO_KEY", "type_name"]
+           "config_to_dict", "check_utf8", "add_job_arguments", "config_from_args", "flag_name", "field_metadata", "coerce_fields", "RUN_INFO_KEY", "type_name"]
 
 RUN_INFO_KEY = "run"   # the provenance entry of a run's config.json (ignored when the file is read back)
 
@@ -84,6 +84,14 @@ def parse_key_values(items: Iterable[str], flag: str) -> dict[str, Any]:
             raise UserInputError(f"{flag} {k}: given twice ({out[k]!r} and {v!r})")
         out[k] = v
     return out
+
+
+def check_utf8(text: str, name: str) -> None:
+    """Text that can be encoded (undecodable bytes on a command line arrive as surrogates): else an error naming it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserInputError(f"{name}: not valid UTF-8 text") from None
 
 
 # ---------------------------------------------------------------------- types and coercion

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .config import add_job_arguments, config_from_args, config_to_dict, option
+from .config import add_job_arguments, check_utf8, config_from_args, config_to_dict, option
 from .errors import UserInputError
 from .estimators import METHODS
 from .provenance import provenance
@@ -174,6 +174,10 @@ class ProfileConfig:
 
         if (self.model is None) == (self.toy is None):
             raise UserInputError("--model/--toy: give exactly one")
+        if self.model is not None and not Path(self.model).is_dir():
+            raise UserInputError(f"--model {self.model}: not a folder (a local diffusers Stable Diffusion folder)")
+        check_utf8(self.prompt, "--prompt")
+        check_utf8(self.negative_prompt, "--negative-prompt")
         for k in ("n_grads", "batch"):
             if getattr(self, k) < 1:
                 raise UserInputError(f"--{k.replace('_', '-')}: must be >= 1, got {getattr(self, k)}")

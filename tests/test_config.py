@@ -299,3 +299,51 @@ def test_toy_config_file_and_flags(tmp_path: Path) -> None:
     f.write_text("methods: [sds, nosuch]\n")
     with pytest.raises(UserInputError, match="toy.yaml: methods: expected one of"):
         _toy_plan("--config", str(f))
+
+
+def _one_line_error(argv: list[str]) -> str:
+    import contextlib
+    import io
+
+    from msdfast.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(argv)
+    lines = [ln for ln in err.getvalue().splitlines() if ln.strip() and "Loading weights" not in ln]
+    assert rc == 2 and len(lines) == 1, err.getvalue()
+    return lines[0]
+
+
+def test_every_command_reports_user_errors_in_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bench.json"
+    bad.write_text('{"benchmarks": [{"name": 1}]}')
+    cases = [
+        (["bench", "kernels", "--from-json", "--json", str(bad)], "bench.json: not a pytest-benchmark result"),
+        (["bench", "kernels", "--from-json", "--json", str(tmp_path / "none.json")], "none.json: no such file"),
+        (["demo", "--shape", "a,b"], "--shape"),
+        (["profile", "--method", "msd", "--toy", "tree", "--option", "chains=x"], "--option chains"),
+        (["profile", "--method", "msd", "--toy", "tree", "--seed", str(2**70)], "--seed"),
+        (["toy", "--msd", "solver=naive"], "--msd solver"),
+        (["toy", "--threads", "0"], "--threads"),
+        (["3d", "--model", str(tmp_path), "--prompt", "p", "--elevation-range", "10", "0"], "elevation_range"),
+        (["3d", "--model", str(tmp_path), "--prompt", "p", "--blob-scale", "nan"], "--blob-scale"),
+        (["image", "--model", str(tmp_path), "--prompt", "\udcff\udcfe"], "prompt: not valid UTF-8"),
+        (["nosuch"], "invalid choice"),
+    ]
+    for argv, named in cases:
+        line = _one_line_error(argv)
+        assert named in line and "error:" in line, (argv, line)
+
+
+def test_damaged_model_folder_is_one_line_naming_it(tmp_path: Path, den) -> None:  # noqa: ANN001
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_sd_path(root=tmp_path.parent), model)
+    (model / "tokenizer" / "vocab.json").write_text("")
+    line = _one_line_error(["image", "--model", str(model), "--prompt", "p", "--steps", "1", "--out",
+                            str(tmp_path / "run")])
+    assert f"--model {model}: cannot load the model" in line
+    line = _one_line_error(["image", "--model", str(model / "unet" / "config.json"), "--prompt", "p"])
+    assert "not a folder" in line and "config=" not in line    # never suggests an option the CLI lacks

@@ -30,7 +30,7 @@ import torch
 
 from ..atomic import atomic_path, write_atomic
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..config import RUN_INFO_KEY, add_job_arguments, coerce_fields, config_from_args, config_to_dict, option
+from ..config import RUN_INFO_KEY, add_job_arguments, check_utf8, coerce_fields, config_from_args, config_to_dict, option
 from ..errors import UserInputError
 from ..estimators import METHODS
 
@@ -88,6 +88,8 @@ class DistillConfig:
             raise UserInputError("model: must name a local Stable Diffusion folder")
         if not self.prompt:
             raise UserInputError("prompt: must be a non-empty string")
+        for k in ("prompt", "negative_prompt"):
+            check_utf8(getattr(self, k), k)
         if self.steps < 1:
             raise UserInputError(f"steps: must be >= 1, got {self.steps}")
         if not self.lr > 0:
@@ -237,6 +239,11 @@ def load_denoiser(cfg: DistillConfig, device: str) -> Any:
         host = load_stable_diffusion(cfg.model, device=device, dtype=dtype, compile=cfg.compile)
     except FileNotFoundError as e:   # a missing or incomplete model folder: the loader's message names it
         raise UserInputError(str(e)) from e
+    except UserInputError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- damaged model files (e.g. an empty vocab.json: tokenizers raises
+        # a bare Exception); the cause stays chained for --debug
+        raise UserInputError(f"--model {cfg.model}: cannot load the model ({type(e).__name__}: {e})") from e
     return exported_unet(host, cfg.unet_backend)
 
 
