@@ -31,19 +31,24 @@ from ..denoisers.base import Cond, Denoiser
 from ..errors import UserInputError
 from ..schedule import psr_factor
 
-__all__ = ["Guidance", "GuidedEps", "guided_eps", "coefficients", "step", "guided_step", "multi_eps",
+__all__ = ["Guidance", "GuidedEps", "guided_eps", "coefficients", "step", "guided_step", "multi_eps", "InputBuffers",
            "match_batch"]
 
 TimeArg = int | float | torch.Tensor
 Weight = float | torch.Tensor
 
 
+def check_batch(cond: Cond, batch: int, name: str = "cond") -> None:
+    """A condition's batch must divide the sample batch (it is repeated chain-major to it)."""
+    if cond is not None and batch % cond.shape[0] != 0:
+        raise ValueError(f"{name}: batch {cond.shape[0]} does not divide the sample batch {batch}")
+
+
 def match_batch(cond: Cond, batch: int, name: str = "cond") -> Cond:
     """Repeat a condition chain-major so its first dim equals batch (N chains of B conditions)."""
     if cond is None or cond.shape[0] == batch:
         return cond
-    if batch % cond.shape[0] != 0:
-        raise ValueError(f"{name}: batch {cond.shape[0]} does not divide the sample batch {batch}")
+    check_batch(cond, batch, name)
     return Denoiser.repeat_cond(cond, batch // cond.shape[0])
 
 
@@ -53,23 +58,98 @@ def _levels(level: TimeArg, batch: int, device: torch.device, dtype: torch.dtype
     return t.expand(batch) if t.ndim == 0 else t
 
 
+class InputBuffers:
+    """The denoiser's batched inputs (z, t, cond) of a loop, allocated once and written in place.
+
+    A guided call batches groups (cond half, uncond half, an estimator's extra groups; each a chain-major
+    repeat of its condition) into ONE denoiser call. Instead of torch.cat-ing them for every call, `gather`
+    copies each group's z and t into slices of preallocated buffers, and writes the conditions only when they
+    changed (the same tensors at the same version are not written again: a loop's conditions are written once).
+    The buffers live as long as their owner (a Guidance, or an estimator across its calls), which is also what
+    CUDA-graph capture needs: static input addresses. Shapes, dtype or device that change reallocate. With
+    autograd recording through an input (some group requires grad) it falls back to fresh tensors, so no
+    in-place write can touch a saved tensor.
+    """
+
+    def __init__(self) -> None:
+        self.z: torch.Tensor | None = None
+        self.t: torch.Tensor | None = None
+        self.cond: torch.Tensor | None = None
+        self._cond_src: list[tuple[torch.Tensor, int, int]] = []   # (tensor, version, offset) last written
+
+    @staticmethod
+    def _fits(buf: torch.Tensor | None, shape: tuple[int, ...], like: torch.Tensor, dtype: torch.dtype) -> bool:
+        return buf is not None and buf.shape == shape and buf.dtype == dtype and buf.device == like.device
+
+    def gather(self, parts: list[tuple[torch.Tensor, TimeArg, Cond]], *, ve: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor, Cond]:
+        """(z, t, cond) for one denoiser call of all groups, in place (see the class doc)."""
+        z0 = parts[0][0]
+        sizes = [p[0].shape[0] for p in parts]
+        total = sum(sizes)
+        tdt = z0.dtype if ve else torch.long
+        conds = [p[2] for p in parts]
+        if any(c is None for c in conds) and not all(c is None for c in conds):
+            raise ValueError("cond: cannot batch a None condition with a tensor condition")
+        if torch.is_grad_enabled() and any(p[0].requires_grad or (c is not None and c.requires_grad)
+                                           for p, c in zip(parts, conds)):
+            return InputBuffers()._fill(parts, sizes, total, tdt, conds)   # fresh tensors for the graph
+        return self._fill(parts, sizes, total, tdt, conds)
+
+    def _fill(self, parts: list[tuple[torch.Tensor, TimeArg, Cond]], sizes: list[int], total: int,
+              tdt: torch.dtype, conds: list[Cond]) -> tuple[torch.Tensor, torch.Tensor, Cond]:
+        z0 = parts[0][0]
+        zshape = (total, *z0.shape[1:])
+        if not self._fits(self.z, zshape, z0, z0.dtype):
+            self.z = torch.empty(zshape, dtype=z0.dtype, device=z0.device)
+        if not self._fits(self.t, (total,), z0, tdt):
+            self.t = torch.empty((total,), dtype=tdt, device=z0.device)
+        off = 0
+        for (z, t, _), n in zip(parts, sizes):
+            self.z[off:off + n].copy_(z)
+            if isinstance(t, torch.Tensor) and t.ndim:
+                self.t[off:off + n].copy_(t)
+            else:
+                self.t[off:off + n].fill_(t)
+            off += n
+        if conds[0] is None:
+            self.cond, self._cond_src = None, []
+            return self.z, self.t, None
+        c0 = conds[0]
+        cshape = (total, *c0.shape[1:])
+        realloc = not self._fits(self.cond, cshape, c0, c0.dtype)
+        if realloc:
+            self.cond = torch.empty(cshape, dtype=c0.dtype, device=c0.device)
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        src = [(c, c._version, o) for c, o in zip(conds, offsets)]
+        same = (not realloc and len(src) == len(self._cond_src)
+                and all(a is b and va == vb and oa == ob for (a, va, oa), (b, vb, ob) in zip(src, self._cond_src)))
+        if not same:
+            for c, n, o in zip(conds, sizes, offsets):
+                if c.shape[1:] != c0.shape[1:] or n % c.shape[0]:
+                    raise ValueError(f"cond: batch {c.shape[0]} does not divide the sample batch {n}")
+                # chain-major repeat (match_batch) written straight into the slice: [n/b, b, ...] <- [b, ...]
+                self.cond[o:o + n].view(n // c.shape[0], *c.shape).copy_(c)
+            self._cond_src = src
+        return self.z, self.t, self.cond
+
+
 def multi_eps(denoiser: Denoiser, parts: list[tuple[torch.Tensor, TimeArg, Cond]], tag: str = "", *,
-              ve: bool = False) -> list[torch.Tensor]:
+              ve: bool = False, buffers: InputBuffers | None = None) -> list[torch.Tensor]:
     """The model output for several (z [B_i, ...], t, cond) groups from ONE batched denoiser call.
 
     ve=False: eps(z, t) at integer timesteps t; ve=True: eps = (x - D(x; s)) / s at VE levels s (EDM form).
+    Conditions are repeated chain-major to each group's batch. `buffers` (a loop's InputBuffers) receive the
+    batched inputs in place; without them a single group with a full-batch condition is passed as is, and
+    anything else is gathered into fresh tensors.
     """
-    if len(parts) == 1:
+    if len(parts) == 1 and (parts[0][2] is None or parts[0][2].shape[0] == parts[0][0].shape[0]):
         z, t, cond = parts[0]
-        cond = match_batch(cond, z.shape[0])
         if not ve:
             return [denoiser.eps(z, t, cond, tag=tag)]
         s = _levels(t, z.shape[0], z.device, z.dtype)
         return [(z - denoiser.denoise_ve(z, s, cond, tag=tag)) / s.reshape(-1, *([1] * (z.ndim - 1)))]
-    z = torch.cat([p[0] for p in parts])
-    dt = z.dtype if ve else torch.long
-    t = torch.cat([_levels(p[1], p[0].shape[0], z.device, dt) for p in parts])
-    cond = Denoiser.cat_cond([match_batch(p[2], p[0].shape[0]) for p in parts])
+    z, t, cond = (buffers or InputBuffers()).gather(parts, ve=ve)
     if ve:
         out = (z - denoiser.denoise_ve(z, t, cond, tag=tag)) / t.reshape(-1, *([1] * (z.ndim - 1)))
     else:
@@ -133,6 +213,8 @@ class Guidance:
     interval: tuple[int, int] | None = None
     psr_k: float = 1.0
     psr_s: float = 1.0
+    inputs: InputBuffers = field(default_factory=InputBuffers, repr=False, compare=False)
+    guide_inputs: InputBuffers = field(default_factory=InputBuffers, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.scale != 1.0 and self.uncond is None and self.guide is None:
@@ -198,17 +280,20 @@ class Guidance:
         if isinstance(w, torch.Tensor) and w.device != z.device:
             w = w.to(z.device)
         guided = not (isinstance(w, float) and w == 1.0)
+        check_batch(self.cond, B, "cond")
         groups = [(z, t, self.cond)]
         if guided and self.guide is None:
-            groups.append((z, t, match_batch(self.uncond, B, "uncond")))
-        outs = multi_eps(self.denoiser, groups + list(extra or []), tag, ve=ve)
+            check_batch(self.uncond, B, "uncond")
+            groups.append((z, t, self.uncond))
+        outs = multi_eps(self.denoiser, groups + list(extra or []), tag, ve=ve, buffers=self.inputs)
         eps_u = None
         if guided:
             if self.guide is None:
                 eps_u = outs.pop(1)
             else:
                 gcond = self.cond if self.guide_cond is None else self.guide_cond
-                eps_u = multi_eps(self.guide, [(z, t, match_batch(gcond, B, "guide_cond"))], tag, ve=ve)[0]
+                check_batch(gcond, B, "guide_cond")
+                eps_u = multi_eps(self.guide, [(z, t, gcond)], tag, ve=ve, buffers=self.guide_inputs)[0]
         if ve:
             return GuidedEps(outs[0], eps_u, w, self._psr_ve(t, z), outs[1:])
         if isinstance(t, torch.Tensor):
