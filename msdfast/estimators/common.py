@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import torch
 
 from ..denoisers.base import Cond, Denoiser
+from ..errors import UserInputError
 from ..samplers.guidance import Guidance
 from .base import Estimator, GradientEstimate
 
@@ -21,13 +22,13 @@ def resolve_t_range(t_range: Sequence[float] | None, T: int, default: tuple[floa
     """(t_min, t_max) integer timesteps from fractions of T (both <= 1 and floats) or integers."""
     t_range = default if t_range is None else t_range
     if len(t_range) != 2:
-        raise ValueError(f"t_range: expected (t_min, t_max), got {t_range!r}")
+        raise UserInputError(f"t_range: expected (t_min, t_max), got {t_range!r}")
     lo, hi = t_range
     if all(isinstance(v, float) for v in (lo, hi)) and 0 <= lo <= 1 and 0 <= hi <= 1:
         lo, hi = int(lo * T), int(hi * T)
     lo, hi = int(lo), min(int(hi), T - 1)
     if not 0 <= lo <= hi:
-        raise ValueError(f"t_range: expected 0 <= t_min <= t_max < {T}, got {t_range!r}")
+        raise UserInputError(f"t_range: expected 0 <= t_min <= t_max < {T}, got {t_range!r}")
     return lo, hi
 
 
@@ -40,7 +41,7 @@ def weighting(kind: str, schedule: Any, t: torch.Tensor) -> torch.Tensor:
         return torch.ones_like(abar)
     if kind == "fantasia3d":
         return abar.sqrt() * (1.0 - abar)
-    raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {kind!r}")
+    raise UserInputError(f"weighting: expected one of {WEIGHTINGS}, got {kind!r}")
 
 
 def bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -78,13 +79,13 @@ class GuidedEstimator(Estimator):
             raise TypeError(f"guide: expected a msdfast Denoiser, got {type(guide).__name__}")
         if guidance_interval is not None and (len(guidance_interval) != 2
                                               or guidance_interval[0] > guidance_interval[1]):
-            raise ValueError(f"guidance_interval: expected (t_lo, t_hi) with t_lo <= t_hi, got {guidance_interval!r}")
+            raise UserInputError(f"guidance_interval: expected (t_lo, t_hi) with t_lo <= t_hi, got {guidance_interval!r}")
         if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
+            raise UserInputError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
         if clip is not None and not clip > 0:
-            raise ValueError(f"clip: must be positive or None, got {clip}")
+            raise UserInputError(f"clip: must be positive or None, got {clip}")
         if not float(guidance_scale) == float(guidance_scale):
-            raise ValueError("guidance_scale: must be a number")
+            raise UserInputError("guidance_scale: must be a number")
         self.guidance_scale = float(guidance_scale)
         self.guide = guide
         self.guide_cond = guide_cond
@@ -96,7 +97,7 @@ class GuidedEstimator(Estimator):
         self.t_min, self.t_max = resolve_t_range(t_range, T, self.default_t_range)
         for name, v in (("psr_k", self.psr_k), ("psr_s", self.psr_s)):
             if not v > 0:
-                raise ValueError(f"{name}: must be positive, got {v}")
+                raise UserInputError(f"{name}: must be positive, got {v}")
 
     def __call__(self, x: torch.Tensor, cond: Cond = None, uncond: Cond = None, *,
                  generator: torch.Generator | None = None) -> GradientEstimate:

@@ -7,6 +7,7 @@ import torch
 
 from .. import ops
 from ..denoisers.base import Cond, Denoiser
+from ..errors import UserInputError
 from ..samplers.guidance import coefficients, guided_eps, step
 from .common import GuidedEstimator, weighting
 
@@ -71,16 +72,16 @@ class DSD(GuidedEstimator):
                  cache_size: int = 8, **options: Any) -> None:
         super().__init__(denoiser, **options)
         if form not in FORMS:
-            raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
+            raise UserInputError(f"form: expected one of {FORMS}, got {form!r}")
         T = self.schedule.num_train_timesteps
         if not 1 <= int(ddim_steps) <= T:
-            raise ValueError(f"ddim_steps: must be in [1, {T}], got {ddim_steps}")
+            raise UserInputError(f"ddim_steps: must be in [1, {T}], got {ddim_steps}")
         if path_eps not in ("exact", "grid"):
-            raise ValueError(f"path_eps: expected 'exact' or 'grid', got {path_eps!r}")
+            raise UserInputError(f"path_eps: expected 'exact' or 'grid', got {path_eps!r}")
         if not delta_frac >= 0:
-            raise ValueError(f"delta_frac: must be non-negative, got {delta_frac}")
+            raise UserInputError(f"delta_frac: must be non-negative, got {delta_frac}")
         if int(cache_size) < 1:
-            raise ValueError(f"cache_size: must be >= 1, got {cache_size}")
+            raise UserInputError(f"cache_size: must be >= 1, got {cache_size}")
         self.form, self.ddim_steps, self.delta_frac, self.path_eps = form, int(ddim_steps), float(delta_frac), path_eps
         self.seed_guidance_scale = self.guidance_scale if seed_guidance_scale is None else float(seed_guidance_scale)
         if target_guidance_scale is None:

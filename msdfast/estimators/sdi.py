@@ -8,6 +8,7 @@ import torch
 
 from .. import ops
 from ..denoisers.base import Cond, Denoiser
+from ..errors import UserInputError
 from ..samplers.ddim import ddim_invert
 from ..samplers.guidance import coefficients
 from .common import GuidedEstimator, bcast, weighting
@@ -41,9 +42,9 @@ class SDI(GuidedEstimator):
                  inversion_guidance_scale: float | None = None, eta: float = 0.0, **options: Any) -> None:
         super().__init__(denoiser, **options)
         if int(inversion_steps) < 1:
-            raise ValueError(f"inversion_steps: must be >= 1, got {inversion_steps}")
+            raise UserInputError(f"inversion_steps: must be >= 1, got {inversion_steps}")
         if not 0 <= eta <= 1:
-            raise ValueError(f"eta: must be in [0, 1], got {eta}")
+            raise UserInputError(f"eta: must be in [0, 1], got {eta}")
         self.inversion_steps, self.eta = int(inversion_steps), float(eta)
         self.inversion_guidance_scale = inversion_guidance_scale
 

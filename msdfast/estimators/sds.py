@@ -7,6 +7,7 @@ import torch
 
 from .. import ops
 from ..denoisers.base import Cond, Denoiser
+from ..errors import UserInputError
 from ..samplers.guidance import coefficients, guided_eps
 from .common import GuidedEstimator, weighting
 
@@ -57,7 +58,7 @@ class ASD(GuidedEstimator):
     def __init__(self, denoiser: Denoiser, *, delta_frac: float = 0.1, **options: Any) -> None:
         super().__init__(denoiser, **options)
         if not delta_frac >= 0:
-            raise ValueError(f"delta_frac: must be non-negative, got {delta_frac}")
+            raise UserInputError(f"delta_frac: must be non-negative, got {delta_frac}")
         self.delta_frac = float(delta_frac)
 
     def _estimate(self, x: torch.Tensor, cond: Cond, uncond: Cond,
