@@ -122,18 +122,15 @@ def format_table(method: str, profiles: list[GradientProfile]) -> str:
 
 # ---------------------------------------------------------------------- setups
 def _toy_setup(name: str, batch: int, device: str, seed: int) -> tuple[Any, torch.Tensor, Any, Any]:
-    from .toy.datasets import load_dataset
+    from .toy.models import ideal_denoiser
 
     g = torch.Generator().manual_seed(seed)
     x = (torch.rand(batch, 2, generator=g) * 3.0 - 1.5).to(device)   # the paper's [-1.5, 1.5]^2 domain
+    den = ideal_denoiser(name, seed=seed).to(device)   # tree: the exact GMM; spiral/pinwheel: eq. 16 over 1e4 points
     if name.startswith("tree"):
-        from .toy.models import tree_denoiser
-        den = tree_denoiser().to(device)
         cond = torch.zeros(batch, dtype=torch.long, device=device)          # class A
         uncond = torch.full((batch,), 2, dtype=torch.long, device=device)   # A+B: CFG's unconditional
         return den, x, cond, uncond
-    from .denoisers.empirical import EmpiricalDenoiser
-    den = EmpiricalDenoiser(load_dataset(name, n_train=10_000, n_heldout=1, seed=seed).train.float()).to(device)
     return den, x, None, None
 
 

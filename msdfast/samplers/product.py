@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..denoisers.base import Denoiser
 from ..denoisers.gmm import GMMDenoiser
 from ..errors import UserInputError
 from .ddim import ddim_invert
@@ -91,33 +92,39 @@ class PosteriorOptions(ExactOptions):
 
 
 @dataclass(frozen=True)
-class NaiveOptions(PosteriorOptions):
+class _GridOptions(PosteriorOptions):
     """chains, steps; t_top: the grid's top timestep (default T - 1); kernel_interval: (t_lo, t_hi), the kernel
-    term only for steps starting inside; naive_form: "score" | "eq12" (see `naive_product`)."""
+    term only for steps starting inside."""
 
     t_top: int | None = None
     kernel_interval: tuple[int, int] | None = None
-    naive_form: str = "score"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "kernel_interval", _interval("kernel_interval", self.kernel_interval))
+
+
+@dataclass(frozen=True)
+class NaiveOptions(_GridOptions):
+    """chains, steps, t_top, kernel_interval; naive_form: "score" | "eq12" (see `naive_product`)."""
+
+    naive_form: str = "score"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         _choice("naive_form", self.naive_form, NAIVE_FORMS)
 
 
 @dataclass(frozen=True)
-class StableOptions(PosteriorOptions):
-    """chains, steps, t_top, kernel_interval (as `NaiveOptions`); kernel_time: "sigma" | "t" | "tau" | "noised";
-    centers: "inversion" | "scaled" (see `stable_product`)."""
+class StableOptions(_GridOptions):
+    """chains, steps, t_top, kernel_interval; kernel_time: "sigma" | "t" | "tau" | "noised"; centers:
+    "inversion" | "scaled" (see `stable_product`)."""
 
-    t_top: int | None = None
-    kernel_interval: tuple[int, int] | None = None
     kernel_time: str = "tau"
     centers: str = "inversion"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "kernel_interval", _interval("kernel_interval", self.kernel_interval))
         _choice("kernel_time", self.kernel_time, KERNEL_TIMES)
         _choice("centers", self.centers, CENTERS)
 
@@ -137,11 +144,6 @@ def solver_options(solver: str, **options: Any) -> Any:
         if k not in valid:
             raise UserInputError(f"{k}: not an option of the {solver} solver (valid: {', '.join(valid) or 'none'})")
     return cls(**options)
-
-
-def _rep(c: torch.Tensor, n: int) -> torch.Tensor:
-    """Chain-major repeat [B, ...] -> [n*B, ...] (as torch.cat([c] * n))."""
-    return c.repeat(n, *([1] * (c.ndim - 1))) if n > 1 else c
 
 
 def _check(x: torch.Tensor, lam: float) -> None:
@@ -184,7 +186,7 @@ def naive_product(guidance: Guidance, x: torch.Tensor, lam: float, options: Naiv
     o = options
     sch, dev = guidance.schedule, x.device
     grid = product_grid(guidance, o.steps, o.t_top)
-    xr = _rep(x, o.chains)
+    xr = Denoiser.repeat_cond(x, o.chains)
     z = torch.randn(xr.shape, generator=generator, device=dev, dtype=x.dtype)
     for t, tn in zip(grid[::-1][:-1], grid[::-1][1:]):
         kernel = None   # the kernel score's eps-form term, added to the guided eps by the shared step
@@ -267,7 +269,7 @@ def stable_product(guidance: Guidance, x: torch.Tensor, lam: float, options: Sta
         traj = ddim_invert(inv, x, o.steps, grid[-1], trajectory=True)
     else:   # "scaled"
         traj = [(t, x * sch.alpha(t, device=dev).to(x.dtype)) for t in grid]
-    centers = {t: _rep(c, o.chains) for t, c in traj}   # repeated over the chains once, not per step
+    centers = {t: Denoiser.repeat_cond(c, o.chains) for t, c in traj}   # repeated over the chains once, not per step
     if sorted(centers) != sorted(set(grid)):
         raise RuntimeError("internal: inversion grid does not match the product grid")
     decay_of = kernel_decay(sch, lam, o.kernel_time)
@@ -303,7 +305,7 @@ def posterior_product(guidance: Guidance, x: torch.Tensor, lam: float, options: 
     _check(x, lam)
     sch, dev = guidance.schedule, x.device
     t_lam, lam_eff = posterior_level(guidance, lam)
-    z = _rep(x, options.chains) * sch.alpha(t_lam, device=dev).to(x.dtype)
+    z = Denoiser.repeat_cond(x, options.chains) * sch.alpha(t_lam, device=dev).to(x.dtype)
     n = min(int(options.steps), t_lam + 1)   # spacing >= 1: no repeated timesteps
     ts = torch.linspace(t_lam, 0, n, dtype=torch.float64).round().long().tolist() if n > 1 else [t_lam]
     pairs = list(zip(ts, ts[1:] + [-1]))
