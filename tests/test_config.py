@@ -347,3 +347,29 @@ def test_damaged_model_folder_is_one_line_naming_it(tmp_path: Path, den) -> None
     assert f"--model {model}: cannot load the model" in line
     line = _one_line_error(["image", "--model", str(model / "unet" / "config.json"), "--prompt", "p"])
     assert "not a folder" in line and "config=" not in line    # never suggests an option the CLI lacks
+
+
+def test_toy_config_json_replays_the_settings(tmp_path: Path) -> None:
+    plan = _toy_plan("--msd", "chains=2", "--steps", "12", "--methods", "sds", "msd-paper", "--no-landscape",
+                     "--option", "msd-tweedie-0.05.bandwidth=0.2")
+    f = tmp_path / "config.json"   # what run_study writes: the settings and, under "run", the provenance
+    f.write_text(json.dumps({**plan.settings, "run": {"job": "toy"}}))
+    again = _toy_plan("--config", str(f))
+    assert again.cfg == plan.cfg and again.methods == plan.methods and again.landscape is False
+
+
+def test_log_lines_without_a_terminal(tmp_path: Path, den, caplog: pytest.LogCaptureFixture) -> None:  # noqa: ANN001
+    """stdout is not a terminal under pytest: the bar becomes `msdfast.run` log lines (step, loss, NFE, ETA)."""
+    import logging
+
+    from msdfast.pipelines.image import distill_image
+    from test_image_pipeline import standin_factory
+
+    with caplog.at_level(logging.INFO, logger="msdfast.run"):
+        distill_image(ImageConfig(model="unused", prompt="p", method="sds", steps=20, out=str(tmp_path),
+                                  ckpt_every=0, snapshot_every=0, field="latent", progress=True),
+                      denoiser=den, estimator_factory=standin_factory)
+    lines = [r.getMessage() for r in caplog.records if r.name == "msdfast.run"]
+    steps = [int(m.split("step ")[1].split("/")[0]) for m in lines]
+    assert steps == [1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20]   # first, every 10%, last
+    assert "loss" in lines[-1] and "nfe 2" in lines[-1] and "s left" in lines[-1]
