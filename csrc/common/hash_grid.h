@@ -28,6 +28,13 @@ struct Levels {
   Level l[kMaxLevels];
 };
 
+// Level of a D-dimensional grid: hashed exactly when the dense grid resolution^D exceeds the table (tcnn's rule;
+// msdfast.fields.hashgrid.grid_levels). The one place that decides it (the torch checks and tests/cuemu use it).
+inline Level make_level(double scale, int64_t resolution, int64_t size, int64_t offset, int64_t dims) {
+  const double dense = std::pow(static_cast<double>(resolution), static_cast<double>(dims));
+  return Level{scale, resolution, size, offset, dense > static_cast<double>(size)};
+}
+
 MSDFAST_HD uint32_t prime(int d) {
   switch (d) {
     case 0: return 1u;

@@ -133,8 +133,7 @@ inline hash_grid::Levels check_hash_grid_levels(const at::Tensor& x, int64_t n_p
     TORCH_CHECK(sizes[l] <= (int64_t(1) << 32), "sizes: level ", l, " exceeds 2^32 entries");
     TORCH_CHECK((offsets[l] + sizes[l]) * n_features <= n_params, "params: ", n_params,
                 " values cannot hold level ", l, " (offset ", offsets[l], " + size ", sizes[l], ") x ", n_features);
-    const double dense = std::pow(static_cast<double>(resolutions[l]), static_cast<double>(D));
-    lv.l[l] = hash_grid::Level{scales[l], resolutions[l], sizes[l], offsets[l], dense > static_cast<double>(sizes[l])};
+    lv.l[l] = hash_grid::make_level(scales[l], resolutions[l], sizes[l], offsets[l], D);
   }
   return lv;
 }
