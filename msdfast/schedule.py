@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from .ops import checks
+
 Tensorish = torch.Tensor | float | int | Sequence[int]
 
 __all__ = ["VPSchedule", "psr_factor", "eps_from_v", "eps_from_x0", "x0_from_eps", "v_from_eps", "toy_schedule",
@@ -96,6 +98,11 @@ class VPSchedule:
     def alpha_bar(self, t: Tensorish, device: torch.device | str | None = None,
                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """abar_t for integer t (tensor or python); t = -1 gives final_alpha_cumprod."""
+        T = self.num_train_timesteps
+        if isinstance(t, int) and not isinstance(t, bool):   # a python timestep: checked and indexed on the host
+            if not -1 <= t < T:
+                raise ValueError(f"t: timesteps must lie in [-1, {T - 1}]")
+            return self._table(device, dtype)[T if t < 0 else t].clone()   # a copy: the table is cached
         if isinstance(t, torch.Tensor):
             if t.dtype.is_floating_point:
                 raise TypeError("t: expected integer timesteps, got a floating tensor")
@@ -103,9 +110,7 @@ class VPSchedule:
             idx = t.to(device=device).long()
         else:
             idx = torch.as_tensor(t, dtype=torch.long, device=device)
-        T = self.num_train_timesteps
-        if torch.any((idx < -1) | (idx >= T)):
-            raise ValueError(f"t: timesteps must lie in [-1, {T - 1}]")
+        checks.require(idx, lambda i: (i < -1) | (i >= T), f"t: timesteps must lie in [-1, {T - 1}]")
         return self._table(idx.device, dtype)[torch.where(idx < 0, torch.full_like(idx, T), idx)]
 
     def alpha(self, t: Tensorish, **kw: Any) -> torch.Tensor:

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..ops import checks
 from ..schedule import VPSchedule
 
 Cond = torch.Tensor | None
@@ -135,8 +136,7 @@ class Denoiser(torch.nn.Module):
         s = torch.as_tensor(s, dtype=x.dtype, device=x.device)
         if s.ndim == 0:
             s = s.expand(x.shape[0])
-        if torch.any(~(s > 0)):
-            raise ValueError("s: noise level must be positive")
+        checks.require(s, lambda v: ~(v > 0), "s: noise level must be positive")
         return self._timed(self._denoise_ve, x.shape[0], tag, x, s, cond)
 
     def denoise_ve_pair(self, x: torch.Tensor, s: torch.Tensor | float, cond: Cond, uncond: Cond, *,

@@ -6,7 +6,8 @@ under TRITON_INTERPRET=1 for tests). Every public function validates its argumen
 naming the offending argument; backends receive contiguous tensors on one device.
 
 Per-sample coefficients are packed into small float32 tables on the tensors' device (built by
-`step_coefficients` / `grad_coefficients`) so sampling loops never synchronise with the host.
+`step_coefficients` / `grad_coefficients`) so sampling loops never synchronise with the host; checks that read
+tensor values run on CPU tensors or in debug mode only (msdfast.ops.checks).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from . import _dispatch, reference
+from . import _dispatch, checks, reference
 from .reference import GRAD_COLUMNS, STEP_COLUMNS
 
 __all__ = ["ddim_step", "distill_grad", "chain_mean_shift", "noise_to_levels", "empirical_denoiser",
@@ -74,6 +75,8 @@ def _check_coef(name: str, coef: torch.Tensor, batch: int, ncol: int, device: to
 def _per_sample(name: str, value: Coef, batch: int, device: torch.device,
                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A python scalar, sequence, 0-d or [B] tensor as a [B] tensor of dtype (float32 by default) on device."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return torch.full((batch,), value, dtype=dtype, device=device)   # a fill on the device: no host copy
     t = torch.as_tensor(value, dtype=dtype, device=device) if not isinstance(value, torch.Tensor) \
         else value.to(device=device, dtype=dtype)
     if t.ndim == 0:
@@ -112,8 +115,11 @@ def step_coefficients(batch: int, alpha_t: Coef, sigma_t: Coef, alpha_next: Coef
         ("guidance_scale", guidance_scale), ("psr", psr), ("alpha_t", alpha_t), ("sigma_t", sigma_t),
         ("alpha_next", alpha_next), ("sigma_next", sigma_next), ("eta", eta), ("decay", decay))]
     w, r, a, s, an, sn, et, dec = cols
-    if torch.any(a <= 0):
-        raise ValueError("alpha_t: must be positive (the step divides by it)")
+    if isinstance(alpha_t, (int, float)):
+        if not alpha_t > 0:
+            raise ValueError("alpha_t: must be positive (the step divides by it)")
+    else:
+        checks.require(a, lambda v: v <= 0, "alpha_t: must be positive (the step divides by it)")
     abar, abar_n = a * a, an * an
     sig_eta = et * torch.sqrt(((1 - abar_n) / (1 - abar).clamp_min(1e-20)).clamp_min(0)
                               * (1 - abar / abar_n).clamp_min(0))
@@ -214,9 +220,10 @@ def empirical_denoiser(x: torch.Tensor, data: torch.Tensor, s: torch.Tensor | fl
         raise ValueError(f"data: expected [N, {x.shape[-1]}] for x of shape {tuple(x.shape)}")
     if data.shape[0] == 0:
         raise ValueError("data: must hold at least one point")
-    sv = _per_sample("s", s, x.shape[0], x.device)
-    if torch.any(~(sv > 0)):
+    if isinstance(s, (int, float)) and not s > 0:
         raise ValueError("s: noise level must be positive and finite")
+    sv = _per_sample("s", s, x.shape[0], x.device)
+    checks.require(sv, lambda v: ~(v > 0), "s: noise level must be positive and finite")
     return _dispatch.call("empirical_denoiser", x.device.type, backend, x.contiguous(),
                           data.to(x.dtype).contiguous(), sv.contiguous())
 
@@ -250,9 +257,10 @@ def gmm_score(x: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, covs:
         if t.device != x.device:
             raise ValueError(f"{name}: on device {t.device}, expected {x.device}")
     dt = x.dtype
-    sv = _per_sample("s", s, x.shape[0], x.device, dt)   # in x's precision: float64 runs keep a float64 s
-    if torch.any(~(sv >= 0)):
+    if isinstance(s, (int, float)) and not s >= 0:
         raise ValueError("s: noise level must be non-negative and finite")
+    sv = _per_sample("s", s, x.shape[0], x.device, dt)   # in x's precision: float64 runs keep a float64 s
+    checks.require(sv, lambda v: ~(v >= 0), "s: noise level must be non-negative and finite")
     return _dispatch.call("gmm_score", x.device.type, backend, x.contiguous(), weights.to(dt).contiguous(),
                           means.to(dt).contiguous(), covs.to(dt).contiguous(), sv.contiguous())
 
@@ -268,24 +276,6 @@ class GridLevels(NamedTuple):
 
 
 _GRID_MAX_DIMS, _GRID_MAX_LEVELS = 4, 32   # what the compiled and Triton kernels take (csrc/common/hash_grid.h)
-
-
-class _HashGridFunction(torch.autograd.Function):
-    """Autograd of the fused encoding w.r.t. params (it is linear in them): the backward is the scatter op."""
-
-    @staticmethod
-    def forward(ctx, x, params, levels, n_features, interp, backend):  # noqa: ANN001, ANN205
-        ctx.save_for_backward(x)
-        ctx.meta = (params.numel(), levels, n_features, interp, backend)
-        return _dispatch.call("hash_grid_encode", _device_type(x), backend, x, params, *levels, n_features, interp)
-
-    @staticmethod
-    def backward(ctx, grad_out):  # noqa: ANN001, ANN205
-        (x,) = ctx.saved_tensors
-        n_params, levels, n_features, interp, backend = ctx.meta
-        grad = _dispatch.call("hash_grid_encode_backward", _device_type(x), backend, grad_out.float().contiguous(),
-                              x, n_params, *levels, n_features, interp)
-        return None, grad, None, None, None, None
 
 
 def hash_grid_encode(x: torch.Tensor, params: torch.Tensor, levels: GridLevels, n_features: int,
@@ -318,7 +308,9 @@ def hash_grid_encode(x: torch.Tensor, params: torch.Tensor, levels: GridLevels, 
     if not fused:
         raise ValueError(f"backend: {backend!r} runs float32 x and params with D <= {_GRID_MAX_DIMS}, "
                          f"<= {_GRID_MAX_LEVELS} levels and no gradient w.r.t. x; use backend='reference'")
-    return _HashGridFunction.apply(x.contiguous(), params.contiguous(), tuple(levels), n_features, interp, backend)
+    # the fused ops carry their params backward (registered below): autograd works for direct op callers too
+    return _dispatch.call("hash_grid_encode", _device_type(x), backend, x.contiguous(), params.contiguous(),
+                          *levels, n_features, interp)
 
 
 def backend_table() -> dict[str, dict[str, str]]:
@@ -334,6 +326,35 @@ for _op in ("ddim_step", "distill_grad", "chain_mean_shift", "noise_to_levels", 
 # Accelerated backends register themselves when they load; neither may make import fail.
 from . import _compiled  # noqa: E402,F401
 from . import _triton  # noqa: E402,F401
+
+
+def _register_hash_grid_autograd() -> None:
+    """The params gradient of every fused hash_grid_encode op (torch.ops.msdfast and msdfast_triton), registered
+    with torch.library.register_autograd: the encoding is linear in params, so d loss / d params is the op's
+    scatter backward (hash_grid_encode_backward of the same backend); no gradient w.r.t. x (msdfast.ops routes
+    x that requires grad to the reference)."""
+    from . import _compiled, _triton
+
+    pairs = []
+    if "hash_grid_encode" in _compiled.compiled_ops():
+        pairs.append(("msdfast::hash_grid_encode", torch.ops.msdfast.hash_grid_encode_backward.default))
+    if "hash_grid_encode" in _triton.OPS:
+        pairs.append((_triton.OPS["hash_grid_encode"], _triton.OPS["hash_grid_encode_backward"]))
+
+    def setup_context(ctx, inputs, output):  # noqa: ANN001, ANN202
+        x, params, *meta = inputs
+        ctx.save_for_backward(x)
+        ctx.meta = (params.numel(), *meta)
+
+    for op, backward_op in pairs:
+        def backward(ctx, grad_out, backward_op=backward_op):  # noqa: ANN001, ANN202
+            (x,) = ctx.saved_tensors
+            grad = backward_op(grad_out.float().contiguous(), x, *ctx.meta)
+            return (None, grad) + (None,) * len(ctx.meta[1:])
+        torch.library.register_autograd(op, backward, setup_context=setup_context)
+
+
+_register_hash_grid_autograd()
 
 
 def reload_backend_environment() -> None:

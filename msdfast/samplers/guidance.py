@@ -365,7 +365,9 @@ def step(guidance: Guidance, z: torch.Tensor, pred: GuidedEps, t: TimeArg, t_nex
     z_out = c + (z' - c) decay (MSD paper eq. 15); `offset` is a term added to the guided eps_bar before the
     step (MSD's naive solver: the kernel score in eps form, eq. 12); ve=True steps VE levels (EDM).
     """
-    stochastic = torch.any(torch.as_tensor(eta) != 0)
+    # decided on the host for a python eta; a tensor eta (per sample) uses the noise it is given: reading it
+    # would be a host sync (rows with eta = 0 get c_noise = 0)
+    stochastic = eta != 0 if isinstance(eta, (int, float)) else noise is not None
     if noise is None and stochastic:
         raise ValueError("noise: eta > 0 needs a standard-normal noise tensor")
     if offset is not None:
