@@ -120,3 +120,21 @@ def test_errors_name_the_argument():
             torch.ops.msdfast.hash_grid_encode(x, p[:10], *map(list, levels), 2, 0)
         with pytest.raises(RuntimeError, match="grad_out"):
             torch.ops.msdfast.hash_grid_encode_backward(torch.zeros(4, 10), x, p.numel(), *map(list, levels), 2, 0)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_direct_op_callers_get_params_gradients(backend):
+    """issue 16 item 6: the backward is registered on the op itself (torch.library.register_autograd), so
+    calling torch.ops.msdfast.hash_grid_encode / the Triton custom op directly gives d loss / d params."""
+    need("hash_grid_encode", backend, "cpu")
+    from kernel_helpers import custom_op
+
+    lv, params = _grid(3)
+    x = _points(50, 3, "cpu")
+    p_op, p_ref = params.clone().requires_grad_(), params.clone().requires_grad_()
+    args = (*lv, 2, _interp_id("Linear"))
+    out = custom_op("hash_grid_encode", backend)(x, p_op, *[list(a) for a in lv], 2, 0)
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+    (out * w).sum().backward()
+    (reference.hash_grid_encode(x, p_ref, *args) * w).sum().backward()
+    torch.testing.assert_close(p_op.grad, p_ref.grad, rtol=1e-5, atol=1e-5)
