@@ -373,3 +373,13 @@ def test_log_lines_without_a_terminal(tmp_path: Path, den, caplog: pytest.LogCap
     steps = [int(m.split("step ")[1].split("/")[0]) for m in lines]
     assert steps == [1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20]   # first, every 10%, last
     assert "loss" in lines[-1] and "nfe 2" in lines[-1] and "s left" in lines[-1]
+
+
+def test_threestudio_estimator_block_checked_before_the_model_loads() -> None:
+    from msdfast.adapters.threestudio import translate_config
+
+    with pytest.raises(UserInputError, match=r"guidance.estimator.chainz: not an option of msd"):
+        translate_config({"method": "msd", "estimator": {"chainz": 2}})
+    with pytest.raises(UserInputError, match=r"guidance.estimator.chains: expected an integer, got 2.5"):
+        translate_config({"method": "msd", "estimator": {"chains": 2.5}})
+    assert translate_config({"method": "msd", "estimator": {"chains": "4"}})["estimator"]["chains"] == 4

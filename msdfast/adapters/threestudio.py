@@ -253,6 +253,8 @@ def translate_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(extra_opts, Mapping):
         raise _err("estimator", "expected a mapping of method options")
     est.update(dict(extra_opts))
+    from ..estimators.options import check_options
+    est = check_options(method, est, "guidance.estimator")   # names and types, before any model loads
 
     loss = given.get("loss_name")
     if loss is None:
