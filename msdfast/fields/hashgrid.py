@@ -66,9 +66,17 @@ def grid_levels(n_input_dims: int, config: Mapping[str, Any]) -> list[dict[str, 
     return levels
 
 
+GRID_KEYS = ("otype", "type", "n_levels", "n_features_per_level", "log2_hashmap_size", "base_resolution",
+             "per_level_scale", "max_resolution", "interpolation")
+
+
 def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Accept tcnn's keys verbatim: otype HashGrid | DenseGrid | Grid (+ type Hash|Dense), or max_resolution."""
+    """Accept tcnn's keys verbatim: otype HashGrid | DenseGrid | Grid (+ type Hash|Dense), or max_resolution.
+    An unknown key (a typo such as `nlevels`) is an error, not silently ignored."""
     cfg = dict(config)
+    unknown = sorted(set(cfg) - set(GRID_KEYS))
+    if unknown:
+        raise ValueError(f"config: unknown key(s) {', '.join(map(repr, unknown))}; expected some of {GRID_KEYS}")
     otype = cfg.get("otype", "HashGrid")
     if otype == "HashGrid":
         kind = "Hash"

@@ -11,6 +11,7 @@ tensor values run on CPU tensors or in debug mode only (msdfast.ops.checks).
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Sequence
 
 import torch
@@ -220,10 +221,10 @@ def empirical_denoiser(x: torch.Tensor, data: torch.Tensor, s: torch.Tensor | fl
         raise ValueError(f"data: expected [N, {x.shape[-1]}] for x of shape {tuple(x.shape)}")
     if data.shape[0] == 0:
         raise ValueError("data: must hold at least one point")
-    if isinstance(s, (int, float)) and not s > 0:
+    if isinstance(s, (int, float)) and not (s > 0 and math.isfinite(s)):
         raise ValueError("s: noise level must be positive and finite")
     sv = _per_sample("s", s, x.shape[0], x.device)
-    checks.require(sv, lambda v: ~(v > 0), "s: noise level must be positive and finite")
+    checks.require(sv, lambda v: ~((v > 0) & torch.isfinite(v)), "s: noise level must be positive and finite")
     return _dispatch.call("empirical_denoiser", x.device.type, backend, x.contiguous(),
                           data.to(x.dtype).contiguous(), sv.contiguous())
 
@@ -257,10 +258,10 @@ def gmm_score(x: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, covs:
         if t.device != x.device:
             raise ValueError(f"{name}: on device {t.device}, expected {x.device}")
     dt = x.dtype
-    if isinstance(s, (int, float)) and not s >= 0:
+    if isinstance(s, (int, float)) and not (s >= 0 and math.isfinite(s)):
         raise ValueError("s: noise level must be non-negative and finite")
     sv = _per_sample("s", s, x.shape[0], x.device, dt)   # in x's precision: float64 runs keep a float64 s
-    checks.require(sv, lambda v: ~(v >= 0), "s: noise level must be non-negative and finite")
+    checks.require(sv, lambda v: ~((v >= 0) & torch.isfinite(v)), "s: noise level must be non-negative and finite")
     return _dispatch.call("gmm_score", x.device.type, backend, x.contiguous(), weights.to(dt).contiguous(),
                           means.to(dt).contiguous(), covs.to(dt).contiguous(), sv.contiguous())
 

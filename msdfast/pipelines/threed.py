@@ -86,6 +86,12 @@ class ThreeDConfig(DistillConfig):
             camera_ranges(self).validate()
         except ValueError as e:   # the camera ranges' own check names the range
             raise UserInputError(str(e)) from None
+        from ..fields.hashgrid import normalize_config
+        from ..fields.nerf import default_nerf_grid_config
+        try:   # the hash-grid overrides, checked before the model loads (unknown keys included)
+            normalize_config({**default_nerf_grid_config(), **self.grid})
+        except (ValueError, TypeError) as e:
+            raise UserInputError(f"--grid: {str(e).removeprefix('config: ')}") from None
 
     def estimator_options(self) -> dict[str, Any]:
         opts = super().estimator_options()
