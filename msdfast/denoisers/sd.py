@@ -166,6 +166,8 @@ class StableDiffusionDenoiser(Denoiser):
             from ..content_hash import hash_bytes, tensors_hash
             tok = self.tokenizer
             merges = sorted((" ".join(k), int(v)) for k, v in getattr(tok, "bpe_ranks", {}).items())
+            if hasattr(tok, "backend_tokenizer"):   # a fast tokenizer: its whole spec (vocab, merges, normaliser)
+                merges = [("backend", tok.backend_tokenizer.to_str())]
             self._text_id = hash_bytes(
                 "text-embedding", __version__, type(tok).__name__, str(tok.model_max_length),
                 json.dumps(tok.get_vocab(), sort_keys=True), json.dumps(merges),
@@ -377,7 +379,7 @@ def _load_components(root: Path, torch_dtype: torch.dtype, variant: str | None) 
         raise UserInputError(f"variant: {str(root)!r} has no {variant!r} weights for every component "
                              f"({str(e).splitlines()[0][:160]})") from None
     tokenizer = AutoTokenizer.from_pretrained(str(root), subfolder="tokenizer", local_files_only=True)
-    sched_cfg = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+    sched_cfg = _read_scheduler_config(root / "scheduler" / "scheduler_config.json")
     return unet, vae, text_encoder, tokenizer, sched_cfg
 
 
@@ -419,6 +421,22 @@ def _model_hash(root: Path, config: str | os.PathLike | None, cache_dir: str | o
     else:
         parts = [f"{s}:{content_hash(root / s, memo_dir=memo)}" for s in _REQUIRED]
     return hash_bytes(*parts)
+
+
+def _read_scheduler_config(path: Path) -> dict[str, Any]:
+    """The diffusers scheduler config; UserInputError naming the file when it is not JSON, empty, or lacks the
+    noise schedule (an empty config would silently give a default schedule the model was not trained with)."""
+    import json
+
+    from ..errors import UserInputError
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserInputError(f"{path}: not a readable JSON scheduler config ({type(e).__name__})") from None
+    if not isinstance(cfg, dict) or not any(k in cfg for k in ("beta_schedule", "trained_betas", "beta_start")):
+        raise UserInputError(f"{path}: the scheduler config names no noise schedule (beta_schedule, beta_start/"
+                             "beta_end or trained_betas); copy the model's scheduler_config.json")
+    return cfg
 
 
 def _check_folder_configs(root: Path) -> None:

@@ -5,6 +5,10 @@ g of x's shape: x <- x - lr g raises the likelihood. It also returns the threest
     target = (x - g).detach();  loss = 0.5 * sum((x - target)^2) / B   so that dloss/dx = g / B,
 the number of denoiser evaluations it spent (NFE: a CFG pair counts 2, a batch of N counts N), and a
 dict of diagnostics (t, lambda, grad_norm, ...).
+
+Non-finite values: every estimator's g goes through torch.nan_to_num (threestudio's rule, documented once here;
+MSD's chain mean shift and the guided estimators' fused distill_grad alike). The pipelines still stop with an
+error naming the step when a loss or gradient norm is not finite.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Any
 import torch
 
 from ..denoisers.base import Cond, Denoiser
+from ..errors import UserInputError
 
 
 @dataclass
@@ -65,12 +70,23 @@ class Estimator:
 
     def __call__(self, x: torch.Tensor, cond: Cond = None, uncond: Cond = None, *,
                  generator: torch.Generator | None = None) -> GradientEstimate:
+        """The estimate for x under (cond, uncond). A condition tensor must have x's batch (one row per element:
+        repeat it explicitly, nothing is tiled silently); an empty batch is an error; the gradient goes through
+        torch.nan_to_num (NaN -> 0, +-inf -> the dtype's largest finite value), the same rule for every
+        estimator (the fused distill_grad of the guided estimators applies it too)."""
         if not isinstance(x, torch.Tensor) or x.ndim < 2:
             raise ValueError("x: expected a batch tensor [B, ...]")
+        if x.shape[0] == 0:
+            raise UserInputError(f"x: empty batch (shape {tuple(x.shape)}); an estimate needs B >= 1")
+        for name, c in (("cond", cond), ("uncond", uncond)):
+            if isinstance(c, torch.Tensor) and c.ndim >= 1 and c.shape[0] != x.shape[0]:
+                raise UserInputError(f"{name}: batch {c.shape[0]} does not match x's batch {x.shape[0]} (give one "
+                                     f"condition per element, e.g. {name}.expand({x.shape[0]}, ...))")
         if not torch.isfinite(x).all():
             raise ValueError("x: contains NaN or inf")
         nfe0 = self.denoiser.stats.nfe
         with torch.no_grad():
             g, info = self._estimate(x.detach(), cond, uncond, generator)
+        g = torch.nan_to_num(g)   # the one rule for every estimator (threestudio's; module doc)
         return GradientEstimate(g, loss_trick(x, g), self.denoiser.stats.nfe - nfe0, info)
 

@@ -187,7 +187,9 @@ def chain_mean_shift(y: torch.Tensor, x: torch.Tensor, *, backend: str | None = 
     _check_tensor("x", x)
     _check_tensor("y", y, x, same_shape=False)
     xs, ys = x.shape, y.shape   # each .shape access builds a torch.Size: read once (small-kernel overhead)
-    if not xs or not ys or ys[1:] != xs[1:] or not ys[0] or ys[0] % max(xs[0], 1):
+    if not xs or not xs[0]:   # an empty batch would make N = len(y) / 0
+        raise ValueError(f"x: empty batch (shape {tuple(xs)}); chain_mean_shift needs B >= 1")
+    if not ys or ys[1:] != xs[1:] or not ys[0] or ys[0] % xs[0]:
         raise ValueError(f"y: shape {tuple(ys)} is not [N*B, ...] for x of shape {tuple(xs)}")
     return _dispatch.call("chain_mean_shift", _device_type(x), backend, y.contiguous(), x.contiguous(), ys[0] // xs[0])
 
