@@ -160,8 +160,6 @@ class StableDiffusionDenoiser(Denoiser):
         dtype, bytes), the tokenizer's vocabulary, merges and length, and msdfast's version (the cache key adds
         the device type and dtype at the time of the call, and the prompt)."""
         if self._text_id is None:
-            import json
-
             from .. import __version__
             from ..content_hash import hash_bytes, tensors_hash
             tok = self.tokenizer
@@ -426,9 +424,6 @@ def _model_hash(root: Path, config: str | os.PathLike | None, cache_dir: str | o
 def _read_scheduler_config(path: Path) -> dict[str, Any]:
     """The diffusers scheduler config; UserInputError naming the file when it is not JSON, empty, or lacks the
     noise schedule (an empty config would silently give a default schedule the model was not trained with)."""
-    import json
-
-    from ..errors import UserInputError
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
