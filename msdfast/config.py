@@ -36,7 +36,7 @@ from .errors import UserInputError
 
 __all__ = ["option", "parse_value", "parse_key_value", "parse_key_values", "coerce", "field_types",
            "dataclass_from_mapping", "load_config_file", "add_config_arguments", "given_flags", "resolve_config",
-           "config_to_dict", "check_utf8", "add_job_arguments", "config_from_args", "flag_name", "field_metadata", "coerce_fields", "RUN_INFO_KEY", "type_name"]
+           "config_to_dict", "check_utf8", "check_seed", "add_job_arguments", "config_from_args", "flag_name", "field_metadata", "coerce_fields", "RUN_INFO_KEY", "type_name"]
 
 RUN_INFO_KEY = "run"   # the provenance entry of a run's config.json (ignored when the file is read back)
 
@@ -92,6 +92,12 @@ def check_utf8(text: str, name: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise UserInputError(f"{name}: not valid UTF-8 text") from None
+
+
+def check_seed(seed: int, name: str) -> None:
+    """A seed torch's generators accept: an integer in [0, 2**64); else an error naming it."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise UserInputError(f"{name}: must be an integer in [0, 2**64), got {seed!r}")
 
 
 # ---------------------------------------------------------------------- types and coercion

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .config import add_job_arguments, check_utf8, config_from_args, config_to_dict, option
+from .config import add_job_arguments, check_seed, check_utf8, config_from_args, config_to_dict, option
 from .errors import UserInputError
 from .estimators import METHODS
 from .provenance import provenance
@@ -180,8 +180,7 @@ class ProfileConfig:
                 raise UserInputError(f"--{k.replace('_', '-')}: must be >= 1, got {getattr(self, k)}")
         if self.warmup < 0:
             raise UserInputError(f"--warmup: must be >= 0, got {self.warmup}")
-        if not 0 <= self.seed < 2**64:
-            raise UserInputError(f"--seed: must be in [0, 2**64), got {self.seed}")
+        check_seed(self.seed, "--seed")
         self.options = check_options(self.method, self.options, "--option")
 
     def estimator_options(self) -> dict[str, Any]:

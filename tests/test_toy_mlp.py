@@ -154,5 +154,6 @@ def test_cli_train(tmp_path, capsys):
     den = load_toy_mlp(str(tmp_path / "tree_AB.safetensors"))
     assert den.net.hidden_dim == 32 and den.metadata["recipe"]["iterations"] == 3
     assert "tree_AB" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="models"):
+    from msdfast.errors import UserInputError
+    with pytest.raises(UserInputError, match="MODEL 'moons': unknown"):
         run_train(parser.parse_args(["moons", "--out-dir", str(tmp_path)]))

@@ -30,7 +30,7 @@ import torch
 
 from ..atomic import atomic_path, write_atomic
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..config import RUN_INFO_KEY, add_job_arguments, check_utf8, coerce_fields, config_from_args, config_to_dict, option
+from ..config import RUN_INFO_KEY, add_job_arguments, check_seed, check_utf8, coerce_fields, config_from_args, config_to_dict, option
 from ..errors import UserInputError
 from ..estimators import METHODS
 
@@ -96,8 +96,7 @@ class DistillConfig:
             raise UserInputError(f"lr: must be positive, got {self.lr}")
         if self.weight_decay < 0:
             raise UserInputError(f"weight_decay: must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.seed < 2**64:
-            raise UserInputError(f"seed: must be in [0, 2**64), got {self.seed}")
+        check_seed(self.seed, "seed")
         for k in ("psr_k", "psr_s"):
             if getattr(self, k) is not None and not getattr(self, k) > 0:
                 raise UserInputError(f"{k}: must be positive, got {getattr(self, k)}")

@@ -51,7 +51,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_path, write_atomic
-from ..config import RUN_INFO_KEY, add_job_arguments, config_from_args, config_to_dict, option
+from ..config import RUN_INFO_KEY, add_job_arguments, check_seed, config_from_args, config_to_dict, option
 from ..content_hash import file_digest
 from ..errors import UserInputError
 from ..runlock import open_run_folder
@@ -190,6 +190,10 @@ def plan_from_config(tc: ToyConfig) -> Plan:
     for k in ("n_data", "ddim_steps", "landscape_grid", "landscape_nfe", "figure_resolution"):
         if getattr(tc, k) < 1:
             raise UserInputError(f"--{k.replace('_', '-')}: must be >= 1, got {getattr(tc, k)}")
+    if not tc.seeds:
+        raise UserInputError("--seeds: give at least one seed")
+    for sd in tc.seeds:
+        check_seed(sd, "--seeds")
     if tc.threads is not None and tc.threads < 1:
         raise UserInputError(f"--threads: must be >= 1, got {tc.threads}")
     options: dict[str, dict[str, Any]] = {}

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..config import check_seed
 from ..denoisers.mlp import ToyMLP, save_toy_mlp
+from ..errors import UserInputError
 from .datasets import load_dataset, tree_gmm
 from .models import WEIGHTS_DIR
 
@@ -227,7 +229,15 @@ def run_train(args: argparse.Namespace) -> int:
     models = args.models or list(RECIPES)
     for name in models:
         if name not in RECIPES:
-            raise SystemExit(f"models: unknown model {name!r}; expected one of {', '.join(RECIPES)}")
+            raise UserInputError(f"MODEL {name!r}: unknown; expected one of {', '.join(RECIPES)}")
+    for k in ("iterations", "batch_size", "threads"):
+        if getattr(args, k) is not None and getattr(args, k) < 1:
+            raise UserInputError(f"--{k.replace('_', '-')}: must be >= 1, got {getattr(args, k)}")
+    for k in ("pool", "ckpt_every"):
+        if getattr(args, k) is not None and getattr(args, k) < 0:
+            raise UserInputError(f"--{k.replace('_', '-')}: must be >= 0, got {getattr(args, k)}")
+    if args.seed is not None:
+        check_seed(args.seed, "--seed")
     for name in models:
         over = {k: v for k, v in (("iterations", args.iterations), ("batch_size", args.batch_size),
                                    ("pool", args.pool), ("seed", args.seed)) if v is not None}
