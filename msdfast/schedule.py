@@ -19,7 +19,7 @@ from .ops import checks
 
 Tensorish = torch.Tensor | float | int | Sequence[int]
 
-__all__ = ["VPSchedule", "psr_factor", "eps_from_v", "eps_from_x0", "x0_from_eps", "v_from_eps", "toy_schedule",
+__all__ = ["VPSchedule", "check_scheduler_config", "rescale_zero_terminal_snr", "psr_factor", "eps_from_v", "eps_from_x0", "x0_from_eps", "v_from_eps", "toy_schedule",
            "TOY_S_MIN", "TOY_S_MAX"]
 
 
@@ -44,6 +44,49 @@ def _betas(config: Mapping[str, Any]) -> torch.Tensor:
                      "(expected 'linear', 'scaled_linear' or 'squaredcos_cap_v2')")
 
 
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Zero terminal SNR (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed",
+    Algorithm 1): shift and scale sqrt(abar) so that sqrt(abar_{T-1}) = 0 and sqrt(abar_0) is unchanged."""
+    sa = torch.cumprod(1.0 - betas, dim=0).sqrt()
+    s0, sT = sa[0].clone(), sa[-1].clone()
+    sa = (sa - sT) * s0 / (s0 - sT)
+    ab = sa ** 2
+    alphas = torch.cat([ab[:1], ab[1:] / ab[:-1]])
+    return 1.0 - alphas
+
+
+# diffusers scheduler-config keys (scheduler_config.json), by what msdfast does with them:
+_SCHEDULE_KEYS = {"num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "set_alpha_to_one",
+                  "steps_offset", "prediction_type", "timestep_spacing", "rescale_betas_zero_snr"}
+# switches of sampler features msdfast's own DDIM/DDPM samplers do not have: accepted only when off
+_OFF_ONLY = {"clip_sample": False, "thresholding": False, "use_karras_sigmas": False, "use_exponential_sigmas": False,
+             "use_beta_sigmas": False}
+# parameters of those switched-off features, and solver choices of other diffusers schedulers (PNDM, Euler,
+# DPM-Solver, DDPM's variance): msdfast samples with its own DDIM/DDPM on the same alphas_cumprod
+_SAMPLER_ONLY = {"clip_sample_range", "dynamic_thresholding_ratio", "sample_max_value", "sigma_min", "sigma_max",
+                 "skip_prk_steps", "variance_type", "interpolation_type", "timestep_type", "final_sigmas_type",
+                 "algorithm_type", "solver_order", "solver_type", "lower_order_final", "euler_at_final",
+                 "lambda_min_clipped", "use_lu_lambdas", "use_flow_sigmas", "flow_shift"}
+SPACINGS = ("leading", "trailing", "linspace")
+
+
+def check_scheduler_config(config: Mapping[str, Any]) -> None:
+    """Raise UserInputError naming the first scheduler-config key msdfast cannot honour."""
+    from .errors import UserInputError
+    for key, value in config.items():
+        if key in _SCHEDULE_KEYS or key.startswith("_") or key in _SAMPLER_ONLY:  # "_...": diffusers metadata
+            continue
+        if key in _OFF_ONLY:
+            if value not in (False, None):
+                raise UserInputError(f"scheduler config: {key}={value!r} is not supported (msdfast's samplers have "
+                                     f"no {key}); set it to false")
+            continue
+        raise UserInputError(f"scheduler config: unsupported key {key!r}")
+    if config.get("timestep_spacing", "leading") not in SPACINGS:
+        raise UserInputError(f"scheduler config: timestep_spacing must be one of {SPACINGS}, got "
+                             f"{config.get('timestep_spacing')!r}")
+
+
 @dataclass
 class VPSchedule:
     """A discrete VP schedule holding alphas_cumprod in float64 (the master copy).
@@ -56,6 +99,7 @@ class VPSchedule:
     final_alpha_cumprod: float = 1.0
     prediction_type: str = "epsilon"
     steps_offset: int = 0
+    timestep_spacing: str = "leading"
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -64,17 +108,31 @@ class VPSchedule:
             raise ValueError("alphas_cumprod: must hold at least 2 values in (0, 1]")
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ValueError(f"prediction_type: unsupported value {self.prediction_type!r}")
+        if self.timestep_spacing not in SPACINGS:
+            raise ValueError(f"timestep_spacing: expected one of {SPACINGS}, got {self.timestep_spacing!r}")
         self.alphas_cumprod = ac
 
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None = None) -> "VPSchedule":
-        """From a diffusers scheduler config dict (scheduler_config.json); None = SD's default."""
+        """From a diffusers scheduler config dict (scheduler_config.json); None = SD's default.
+
+        As diffusers' DDIMScheduler reads it: betas (beta_schedule, trained_betas), rescale_betas_zero_snr
+        (`rescale_zero_terminal_snr`, then abar_{T-1} = 2^-24 as diffusers sets it), set_alpha_to_one (the
+        clean-data abar), steps_offset and timestep_spacing (the `timesteps` grid), prediction_type. Keys msdfast
+        cannot honour raise UserInputError (`check_scheduler_config`); tests compare with diffusers key by key.
+        """
         config = dict(config or {})
+        check_scheduler_config(config)
         betas = _betas(config)
+        if config.get("rescale_betas_zero_snr", False):
+            betas = rescale_zero_terminal_snr(betas)
         ac = torch.cumprod(1.0 - betas, dim=0)
+        if config.get("rescale_betas_zero_snr", False):
+            ac[-1] = 2.0 ** -24
         final = 1.0 if config.get("set_alpha_to_one", False) else float(ac[0])
-        return cls(ac, final, config.get("prediction_type", "epsilon"), int(config.get("steps_offset", 0)))
+        return cls(ac, final, config.get("prediction_type", "epsilon"), int(config.get("steps_offset", 0)),
+                   config.get("timestep_spacing", "leading"))
 
     @classmethod
     def stable_diffusion(cls) -> "VPSchedule":
@@ -142,8 +200,10 @@ class VPSchedule:
         return (table[None, :] - s.log().reshape(-1, 1)).abs().argmin(dim=1).reshape(s.shape)
 
     # ----------------------------------------------------------------- time grids
-    def timesteps(self, num_steps: int, spacing: str = "leading", steps_offset: int | None = None) -> torch.Tensor:
-        """Descending integer timesteps as diffusers' DDIMScheduler.set_timesteps builds them."""
+    def timesteps(self, num_steps: int, spacing: str | None = None, steps_offset: int | None = None) -> torch.Tensor:
+        """Descending integer timesteps as diffusers' DDIMScheduler.set_timesteps builds them (spacing None: the
+        scheduler config's timestep_spacing)."""
+        spacing = self.timestep_spacing if spacing is None else spacing
         T = self.num_train_timesteps
         if not 1 <= int(num_steps) <= T:
             raise ValueError(f"num_steps: must be in [1, {T}], got {num_steps}")

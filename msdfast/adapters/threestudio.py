@@ -487,7 +487,7 @@ class MSDFastGuidance:
             t = self.max_step
         tb = torch.as_tensor(t).reshape(-1).long().cpu()
         tb = (tb.expand(B) if tb.numel() == 1 else tb)[:bs]
-        grid = sch.timesteps(n_grid, "leading").tolist()
+        grid = sch.timesteps(n_grid).tolist()  # the scheduler config's spacing, as threestudio's scheduler
         x = latents[:bs].float()
         g = Guidance(self.denoiser, cond[:bs], uncond[:bs], float(self.settings["w"]))
         noisy, one, orig, final, noise, eps_all, levels = [], [], [], [], [], [], []
