@@ -74,9 +74,13 @@ def _check_folder(root: Path, variant: str | None = None) -> None:
         missing += [f"{sub}/{f}" for f in files if not (root / sub / f).exists()]
         if sub in ("unet", "vae", "text_encoder"):
             names = [p.name for p in (root / sub).iterdir() if p.suffix in (".safetensors", ".bin")]
-            if variant is not None:
-                names = [n for n in names if f".{variant}." in n]
-            if not names:
+            plain = [n for n in names if n.count(".") == 1]
+            wanted = [n for n in names if f".{variant}." in n] if variant is not None else plain
+            if not wanted and variant is None and names:
+                found = sorted({n.split(".")[-2] for n in names if n.count(".") == 2})
+                raise UserInputError(f"variant: {str(root / sub)!r} holds only {'/'.join(found)} weights; pass "
+                                     f"variant={found[0]!r} (--variant {found[0]})")
+            if not wanted:
                 missing.append(f"{sub}/<weights>{'.' + variant if variant else ''}.safetensors")
     if missing:
         raise FileNotFoundError(f"model: {str(root)!r} is not a complete diffusers Stable Diffusion folder; "
