@@ -33,7 +33,7 @@ from ..prompts import VIEW_SUFFIXES, PromptEmbeddings
 from ..schedule import VPSchedule
 from .base import Cond, Denoiser
 
-__all__ = ["StableDiffusionDenoiser", "load_stable_diffusion", "from_pipeline", "resolve_model"]
+__all__ = ["StableDiffusionDenoiser", "load_stable_diffusion", "from_pipeline", "resolve_model", "is_hub_id"]
 
 _REQUIRED = {
     "unet": ("config.json",),
@@ -275,7 +275,8 @@ def _quiet_loading(verbose: bool) -> Iterator[None]:
             tlog.enable_progress_bar()
 
 
-def _is_hub_id(text: str) -> bool:
+def is_hub_id(text: str) -> bool:
+    """"org/name": a Hugging Face hub id (not a path: no leading . or ~, exactly one slash)."""
     parts = text.split("/")
     return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and "\\" not in text
 
@@ -287,7 +288,7 @@ def resolve_model(path: str | os.PathLike) -> Path:
     is not cached raises a one-line UserInputError saying how to fetch it.
     """
     root = Path(path).expanduser()
-    if root.exists() or not _is_hub_id(str(path)):
+    if root.exists() or not is_hub_id(str(path)):
         return root
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError

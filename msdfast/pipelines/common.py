@@ -54,7 +54,7 @@ PROMOTED_OPTIONS = ("guidance_scale", "psr_k", "psr_s")
 class DistillConfig:
     """The settings every distillation job has; the CLI flags, --config files and config.json come from it."""
 
-    model: str = option(help="local Stable Diffusion folder (diffusers layout)")
+    model: str = option(help="Stable Diffusion: a local diffusers folder, or a hub id in the local Hugging Face cache")
     prompt: str = option(help="text prompt")
     method: str = option("msd", choices=METHODS, help="score-distillation estimator")
     negative_prompt: str = option("", help="negative prompt (the CFG unconditional text)")
@@ -75,6 +75,7 @@ class DistillConfig:
     dtype: str | None = option(None, choices=("float32", "float16", "bfloat16"),
                                help="denoiser dtype (default: float16 on CUDA, float32 on the CPU)")
     compile: bool = option(False, help="torch.compile the UNet (worth it for long runs on a GPU)")
+    variant: str | None = option(None, help="diffusers weight variant of the model folder, e.g. fp16")
     unet_backend: str = option("torch", choices=("torch", "onnx", "tensorrt"),
                                help="run the UNet eagerly, through onnxruntime or as a cached TensorRT engine")
     progress: bool = option(True, help="progress bar on a terminal (periodic log lines otherwise)")
@@ -235,7 +236,8 @@ def load_denoiser(cfg: DistillConfig, device: str) -> Any:
 
     dtype = cfg.dtype or ("float16" if device == "cuda" else "float32")
     try:
-        host = load_stable_diffusion(cfg.model, device=device, dtype=dtype, compile=cfg.compile)
+        host = load_stable_diffusion(cfg.model, device=device, dtype=dtype, compile=cfg.compile, variant=cfg.variant,
+                                     verbose=logging.getLogger("msdfast").isEnabledFor(logging.DEBUG))
     except FileNotFoundError as e:   # a missing or incomplete model folder: the loader's message names it
         raise UserInputError(str(e)) from e
     except UserInputError:
@@ -457,9 +459,10 @@ def distill_config_from_args(args: argparse.Namespace, cls: type[DistillConfig])
     flag_opts = {k: v for k, v in getattr(args, "options", {}).items() if k not in PROMOTED_OPTIONS}
     check_options(cfg.method, flag_opts, "--option")   # name the flag for options typed on the command line
     cfg.validate()
-    if not Path(cfg.model).is_dir():
+    from ..denoisers.sd import is_hub_id
+    if not Path(cfg.model).is_dir() and not is_hub_id(cfg.model):
         raise UserInputError(f"--model {cfg.model}: not a folder (msdfast loads Stable Diffusion from a local "
-                             "diffusers folder)")
+                             "diffusers folder or a hub id in the local Hugging Face cache)")
     return cfg
 
 
