@@ -1,4 +1,4 @@
-"""A stand-in for the `tensorrt` module (TensorRT >= 10 name-based API) that runs on the CPU.
+"""A stand-in for the `tensorrt` module (TensorRT 10.x / 11.x name-based API) that runs on the CPU.
 
 It implements exactly what msdfast.denoisers.tensorrt calls -- Builder / OnnxParser / optimisation profile /
 build_serialized_network, Runtime.deserialize_cuda_engine, and an execution context with set_input_shape /
@@ -6,6 +6,11 @@ set_tensor_address / get_tensor_shape / execute_async_v3 -- so the binding logic
 which dtype and shape, one execute per batched call) is tested without a GPU. The "engine" is a JSON blob
 (I/O dtype, batch profile); executing it reads the inputs from the raw addresses it was given (ctypes), runs
 the given torch UNet in float32 and writes the result to the output address, as TensorRT would.
+
+Versions: `version="11"` (default) has no BuilderFlag.FP16 (TensorRT 11 removed weak typing); "10" has it, but
+both reject builder precision flags on a STRONGLY_TYPED network, as the real library does. A strongly typed
+engine's I/O precision is the ONNX graph's (read with the onnx package). `ctx.reject` (a set of tensor names)
+makes set_input_shape / set_tensor_address return False for them, as TensorRT does for a bad shape or address.
 """
 from __future__ import annotations
 
@@ -29,15 +34,19 @@ def _view(ptr: int, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
 
 class _Context:
     def __init__(self, engine: "_Engine") -> None:
-        self.engine, self.shapes, self.addresses, self.executes = engine, {}, {}, []
+        self.engine, self.shapes, self.addresses, self.executes, self.reject = engine, {}, {}, [], set()
 
     def set_input_shape(self, name: str, shape: tuple) -> bool:
         lo, hi = self.engine.spec["min_batch"], self.engine.spec["max_batch"]
-        assert name in _NAMES[:3] and lo <= shape[0] <= hi, (name, shape)
+        assert name in _NAMES[:3]
+        if name in self.reject or not lo <= shape[0] <= hi:
+            return False
         self.shapes[name] = tuple(shape)
         return True
 
     def set_tensor_address(self, name: str, ptr: int) -> bool:
+        if name in self.reject:
+            return False
         self.addresses[name] = int(ptr)
         return True
 
@@ -80,21 +89,25 @@ class _Engine:
         return self.contexts[-1]
 
 
-def make_fake_tensorrt(unet: torch.nn.Module) -> SimpleNamespace:
+_STRONGLY_TYPED = 1
+
+
+def make_fake_tensorrt(unet: torch.nn.Module, version: str = "11") -> SimpleNamespace:
     """A `tensorrt`-like module whose engines run `unet`; `.builds` counts engine builds, `.engines` loads."""
-    mod = SimpleNamespace(__version__="10.fake", builds=[], engines=[])
+    mod = SimpleNamespace(__version__=f"{version}.fake", builds=[], engines=[])
 
     class Builder:
         def __init__(self, logger: Any) -> None:
-            pass
+            self.network = None
 
         def create_network(self, flags: int) -> SimpleNamespace:
-            return SimpleNamespace()
+            self.network = SimpleNamespace(strongly_typed=bool(flags & (1 << _STRONGLY_TYPED)), fp16=False)
+            return self.network
 
         def create_builder_config(self) -> SimpleNamespace:
-            cfg = SimpleNamespace(fp16=False, profiles=[])
+            cfg = SimpleNamespace(flags=[], profiles=[])
             cfg.set_memory_pool_limit = lambda pool, nbytes: None
-            cfg.set_flag = lambda flag: setattr(cfg, "fp16", True)
+            cfg.set_flag = lambda flag: cfg.flags.append(flag)
             cfg.add_optimization_profile = lambda p: cfg.profiles.append(p)
             return cfg
 
@@ -103,19 +116,30 @@ def make_fake_tensorrt(unet: torch.nn.Module) -> SimpleNamespace:
             prof.set_shape = lambda name, lo, opt, hi: prof.shapes.__setitem__(name, (lo, opt, hi))
             return prof
 
-        def build_serialized_network(self, network: Any, cfg: Any) -> bytes:
+        def build_serialized_network(self, network: Any, cfg: Any) -> bytes | None:
+            if network.strongly_typed and cfg.flags:   # precision flags are an error on a strongly typed network
+                return None
+            if not network.strongly_typed and version != "10":   # TensorRT 11: strongly typed only
+                return None
             lo, opt, hi = cfg.profiles[0].shapes["sample"]
-            spec = {"fp16": cfg.fp16, "min_batch": lo[0], "opt_batch": opt[0], "max_batch": hi[0],
+            spec = {"fp16": network.fp16 if network.strongly_typed else "FP16" in cfg.flags, "min_batch": lo[0], "opt_batch": opt[0], "max_batch": hi[0],
                     "sample": list(lo[1:]), "text": list(cfg.profiles[0].shapes["encoder_hidden_states"][0][1:])}
             mod.builds.append(spec)
             return json.dumps(spec).encode()
 
     class OnnxParser:
         def __init__(self, network: Any, logger: Any) -> None:
-            self.num_errors = 0
+            self.num_errors, self.network = 0, network
 
         def parse_from_file(self, path: str) -> bool:
-            return Path(path).exists() and Path(path).stat().st_size > 0
+            if not (Path(path).exists() and Path(path).stat().st_size > 0):
+                return False
+            import onnx
+
+            graph = onnx.load(path, load_external_data=False).graph
+            sample = next(i for i in graph.input if i.name == "sample")
+            self.network.fp16 = sample.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+            return True
 
     class Runtime:
         def __init__(self, logger: Any) -> None:
@@ -132,7 +156,8 @@ def make_fake_tensorrt(unet: torch.nn.Module) -> SimpleNamespace:
     mod.Builder, mod.OnnxParser, mod.Runtime = Builder, OnnxParser, Runtime
     mod.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
     mod.MemoryPoolType = SimpleNamespace(WORKSPACE="WORKSPACE")
-    mod.BuilderFlag = SimpleNamespace(FP16="FP16")
+    mod.BuilderFlag = SimpleNamespace(FP16="FP16") if version == "10" else SimpleNamespace()
+    mod.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=_STRONGLY_TYPED)
     mod.TensorIOMode = SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
     mod.DataType = SimpleNamespace(FLOAT="FLOAT", HALF="HALF", INT64="INT64")
     return mod

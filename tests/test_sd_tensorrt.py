@@ -21,9 +21,11 @@ def _inputs(host, batch: int, seed: int = 0):  # noqa: ANN001, ANN202
     return z, t, cond
 
 
+@pytest.mark.parametrize("version", ["10", "11"])
 @pytest.mark.parametrize("fp16", [False, True])
-def test_engine_built_cached_and_matches_torch(den, tmp_path: Path, fp16: bool) -> None:  # noqa: ANN001
-    trt = make_fake_tensorrt(den.unet)
+def test_engine_built_cached_and_matches_torch(den, tmp_path: Path, fp16: bool, version: str) -> None:  # noqa: ANN001
+    """TensorRT 10 and 11 (no BuilderFlag.FP16): a strongly typed network whose fp16 comes from an fp16 export."""
+    trt = make_fake_tensorrt(den.unet, version)
     trt_den = TensorRTDenoiser(den, trt=trt, cache_dir=tmp_path, max_batch=8, fp16=fp16)
     assert trt.builds == [{"fp16": fp16, "min_batch": 1, "opt_batch": 2, "max_batch": 8, "sample": [4, 8, 8],
                            "text": [77, 32]}]
@@ -105,3 +107,23 @@ def test_real_tensorrt_engine_matches_torch(tmp_path: Path) -> None:
     trt_den = TensorRTDenoiser(host, cache_dir=tmp_path / "trt", max_batch=8, fp16=False)
     z, t, cond = (v.cuda() for v in _inputs(host, 4))
     torch.testing.assert_close(trt_den.eps(z, t, cond), host.eps(z, t, cond), rtol=1e-3, atol=1e-3)
+
+
+def test_rejected_shape_or_address_is_an_error_naming_the_tensor(den, tmp_path: Path) -> None:  # noqa: ANN001
+    """set_input_shape / set_tensor_address return False for a bad shape or address: checked, never ignored."""
+    trt = make_fake_tensorrt(den.unet)
+    trt_den = TensorRTDenoiser(den, trt=trt, cache_dir=tmp_path, max_batch=8, fp16=False)
+    for name in ("encoder_hidden_states", "latent"):
+        trt_den.context.reject = {name}
+        with pytest.raises(RuntimeError, match=name):
+            trt_den.eps(*_inputs(den, 2))
+    assert trt_den.context.executes == []
+
+
+def test_fp16_engine_needs_an_fp16_graph(den, tmp_path: Path) -> None:  # noqa: ANN001
+    """A strongly typed engine computes in the graph's types: fp16=True on a float32 export is refused."""
+    from msdfast.denoisers.exported import cached_export
+
+    onnx32 = cached_export(den, cache_dir=tmp_path / "onnx")
+    with pytest.raises(ValueError, match="onnx_path: .* float32 export"):
+        build_trt_engine(onnx32, tmp_path / "x.plan", fp16=True, trt=make_fake_tensorrt(den.unet))

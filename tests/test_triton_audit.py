@@ -69,3 +69,13 @@ def test_gmm_score_float64_tiles_are_smaller():
                     torch.eye(2, dtype=torch.float64).expand(100, 2, 2), 0.3, backend="triton")
     meta = rec.meta["_gmm_score_kernel"][0]
     assert meta["BLOCK_M"] * meta["BLOCK_K"] <= 1024
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_launch_runs_on_the_tensors_device():
+    """Triton launches on the current device: the launcher makes the tensors' device current (device_guard)."""
+    z = torch.randn(2, 3, 5, device="cuda:1")
+    coef = O.step_coefficients(2, 0.8, 0.6, 0.9, 0.43, device="cuda:1")
+    with torch.cuda.device(0):
+        out = O.ddim_step(z, z, coef, backend="triton")
+    torch.testing.assert_close(out, O.ddim_step(z, z, coef, backend="reference"))

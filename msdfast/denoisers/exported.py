@@ -35,15 +35,22 @@ class _UNetWrapper(torch.nn.Module):
         return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
 
 
-def export_unet_onnx(host: Any, path: str | os.PathLike, *, batch: int = 2, opset: int = 18) -> Path:
+def export_unet_onnx(host: Any, path: str | os.PathLike, *, batch: int = 2, opset: int = 18,
+                     dtype: torch.dtype | None = None) -> Path:
     """Export host.unet (a StableDiffusionDenoiser's) to `path` with a dynamic batch axis; returns the path.
 
-    Uses the TorchScript exporter (dynamo=False): one self-contained file, no onnxscript needed.
+    dtype (default: the host's) is the graph's precision: a copy of the UNet in that dtype is exported (a
+    strongly typed TensorRT engine takes its precision from the graph). Uses the TorchScript exporter
+    (dynamo=False): one self-contained file, no onnxscript needed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     unet = host.unet
-    dev, dt = host.device, host.dtype
+    dev, dt = host.device, (dtype or host.dtype)
+    if dt != host.dtype:
+        import copy
+
+        unet = copy.deepcopy(getattr(unet, "_orig_mod", unet)).to(dt)
     n, c = host.latent_size, host.latent_channels
     d = int(unet.config.cross_attention_dim)
     L = int(host.tokenizer.model_max_length)
@@ -93,7 +100,7 @@ class ExportedUNetDenoiser(Denoiser):
         return super().__getattr__(name)
 
 
-def export_key(host: Any, *, batch: int = 2, opset: int = 18) -> str:
+def export_key(host: Any, *, batch: int = 2, opset: int = 18, dtype: torch.dtype | None = None) -> str:
     """Content key of an ONNX export of host's UNet: its weights as loaded (names, dtype, bytes), its config,
     the export settings (batch, opset, latent size, text length, device type) and the torch/msdfast versions."""
     from .. import __version__
@@ -103,12 +110,13 @@ def export_key(host: Any, *, batch: int = 2, opset: int = 18) -> str:
     unet = getattr(unet, "_orig_mod", unet)   # a torch.compile'd UNet: the module underneath
     cfg = json.dumps(dict(getattr(unet, "config", {})), sort_keys=True, default=str)
     return hash_bytes("unet-onnx", __version__, torch.__version__, tensors_hash(unet.state_dict().items()), cfg,
-                      str(host.dtype), str(batch), str(opset), str(host.latent_size),
+                      str(dtype or host.dtype), str(batch), str(opset), str(host.latent_size),
                       str(host.tokenizer.model_max_length), host.device.type)
 
 
 def cached_export(host: Any, onnx_path: str | os.PathLike | None = None, *,
-                  cache_dir: str | os.PathLike | None = None, batch: int = 2) -> Path:
+                  cache_dir: str | os.PathLike | None = None, batch: int = 2,
+                  dtype: torch.dtype | None = None) -> Path:
     """The ONNX export of host's UNet: onnx_path, exported there if missing; by default the verified cache entry
     <cache_dir (the msdfast cache's onnx/)>/unet-<export_key>/unet.onnx (msdfast.cache_entry: built in a
     temporary folder and renamed, with its external-data files of a > 2 GB export inside; a corrupt entry is
@@ -117,8 +125,8 @@ def cached_export(host: Any, onnx_path: str | os.PathLike | None = None, *,
 
     if onnx_path is None:
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "onnx"
-        entry = root / f"unet-{export_key(host, batch=batch)[:24]}"
-        return cached_folder(entry, lambda tmp: export_unet_onnx(host, tmp / "unet.onnx", batch=batch),
+        entry = root / f"unet-{export_key(host, batch=batch, dtype=dtype)[:24]}"
+        return cached_folder(entry, lambda tmp: export_unet_onnx(host, tmp / "unet.onnx", batch=batch, dtype=dtype),
                              what="ONNX export") / "unet.onnx"
     onnx_path = Path(onnx_path)
     if not onnx_path.exists():   # export next to it, then move the files in (the graph last: it marks completion)
@@ -127,7 +135,7 @@ def cached_export(host: Any, onnx_path: str | os.PathLike | None = None, *,
         onnx_path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=onnx_path.parent, prefix=f".{onnx_path.name}.") as tmp_name:
             tmp = Path(tmp_name)
-            export_unet_onnx(host, tmp / onnx_path.name, batch=batch)
+            export_unet_onnx(host, tmp / onnx_path.name, batch=batch, dtype=dtype)
             for f in sorted(tmp.iterdir(), key=lambda f: f.name == onnx_path.name):
                 os.replace(f, onnx_path.parent / f.name)
     return onnx_path

@@ -1,4 +1,4 @@
-"""Stable Diffusion's UNet as a TensorRT engine: build it from the ONNX export, cache it, run it (TensorRT >= 10).
+"""Stable Diffusion's UNet as a TensorRT engine: build it from the ONNX export, cache it, run it (TensorRT 10, 11).
 
     export_unet_onnx (msdfast.denoisers.exported)  ->  build_trt_engine  ->  <cache>/trt/unet-<key>/engine.plan
     ->  TensorRTDenoiser (the Denoiser protocol; text encoder and VAE stay with the torch host)
@@ -13,11 +13,18 @@
   current CUDA stream: the inputs and the output are torch CUDA tensors, so nothing is copied to the host and
   no synchronisation is added.
 
+* Precision: the network is STRONGLY TYPED (TensorRT 11 removed the weakly typed BuilderFlag.FP16 path; 10.x
+  has both): the engine computes in the ONNX graph's types, so fp16=True builds from an fp16 export of the UNet
+  (`cached_export(..., dtype=torch.float16)`), fp16=False from a float32 one.
+* Every set_input_shape / set_tensor_address result is checked (a shape outside the profile or a bad address
+  is an error naming the tensor, not a silent garbage output); execution runs under the engine's CUDA device.
+
 TensorRT is optional: without it `build_trt_engine` and `TensorRTDenoiser` raise an ImportError naming
 `tensorrt`; the tests drive the binding logic through a stand-in module and skip the real engine without a GPU.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -51,20 +58,25 @@ def build_trt_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLik
                      channels: int = 4, text_len: int = 77, text_dim: int = 768, min_batch: int = 1,
                      opt_batch: int = 2, max_batch: int = 16, fp16: bool = True,
                      workspace_bytes: int = 4 << 30, trt: Any = None) -> Path:
-    """Build and serialize a TensorRT engine for the ONNX UNet (TensorRT >= 10 API), batch min/opt/max profile."""
+    """Build and serialize a strongly typed TensorRT engine (10.x and 11.x API) for the ONNX UNet, batch
+    min/opt/max profile. fp16 states the precision the graph must have (an fp16 export for True)."""
     trt = trt or _import_tensorrt()
     _check_profile(min_batch, opt_batch, max_batch)
+    graph_dtype = onnx_input_dtype(onnx_path, "sample")
+    want = "float16" if fp16 else "float32"
+    if graph_dtype is not None and graph_dtype != want:
+        raise ValueError(f"onnx_path: {onnx_path} is a {graph_dtype} export but fp16={fp16} needs {want}: a "
+                         f"strongly typed engine computes in the graph's types (export it with dtype=torch.{want})")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    # explicit batch is the only mode since TensorRT 10; strongly typed: the precision is the graph's
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"onnx_path: TensorRT could not parse {onnx_path}: {errs}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     shapes = {"sample": (channels, latent_size, latent_size), "timestep": (), "encoder_hidden_states": (text_len, text_dim)}
     for name, rest in shapes.items():
@@ -79,6 +91,19 @@ def build_trt_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLik
     tmp.write_bytes(bytes(blob))
     os.replace(tmp, engine_path)   # a killed build never leaves a truncated engine behind
     return engine_path
+
+
+def onnx_input_dtype(onnx_path: str | os.PathLike, name: str) -> str | None:
+    """The element type of graph input `name` ("float16", "float32", ...), or None without the onnx package."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    for inp in model.graph.input:
+        if inp.name == name:
+            return onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type).name
+    return None
 
 
 def _onnx_content(onnx_path: Path) -> str:
@@ -174,7 +199,8 @@ class TensorRTDenoiser(ExportedUNetDenoiser):
                        fp16: bool) -> Path:
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "trt"
         if onnx_path is None:   # export next to the engines (or in the msdfast cache)
-            onnx_path = cached_export(host, cache_dir=cache_dir, batch=opt_batch)
+            onnx_path = cached_export(host, cache_dir=cache_dir, batch=opt_batch,
+                                      dtype=torch.float16 if fp16 else torch.float32)
         elif not Path(onnx_path).exists():
             raise FileNotFoundError(f"onnx_path: {str(onnx_path)!r} does not exist (export it with export_unet_onnx)")
         dev = self._device
@@ -198,15 +224,21 @@ class TensorRTDenoiser(ExportedUNetDenoiser):
         ctx, dev = self.context, self._device
         feeds = {"sample": sample, "timestep": timestep, "encoder_hidden_states": hidden}
         bound = []   # converted inputs: alive until enqueued (later reuse of their memory is stream-ordered)
-        for name in INPUT_NAMES:
-            t = feeds[name].to(device=dev, dtype=self._dtypes[name]).contiguous()
-            ctx.set_input_shape(name, tuple(t.shape))
-            ctx.set_tensor_address(name, t.data_ptr())
-            bound.append(t)
-        name = OUTPUT_NAMES[0]
-        out = torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=self._dtypes[name], device=dev)
-        ctx.set_tensor_address(name, out.data_ptr())
-        stream = torch.cuda.current_stream(dev).cuda_stream if dev.type == "cuda" else 0
-        if not ctx.execute_async_v3(stream):
-            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+        # the engine's device is current while binding and enqueueing (its memory and stream live there)
+        with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
+            for name in INPUT_NAMES:
+                t = feeds[name].to(device=dev, dtype=self._dtypes[name]).contiguous()
+                if not ctx.set_input_shape(name, tuple(t.shape)):
+                    raise RuntimeError(f"{name}: TensorRT rejected the input shape {tuple(t.shape)} (outside the "
+                                       "engine's profile?)")
+                if not ctx.set_tensor_address(name, t.data_ptr()):
+                    raise RuntimeError(f"{name}: TensorRT rejected the tensor address (alignment?)")
+                bound.append(t)
+            name = OUTPUT_NAMES[0]
+            out = torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=self._dtypes[name], device=dev)
+            if not ctx.set_tensor_address(name, out.data_ptr()):
+                raise RuntimeError(f"{name}: TensorRT rejected the output address")
+            stream = torch.cuda.current_stream(dev).cuda_stream if dev.type == "cuda" else 0
+            if not ctx.execute_async_v3(stream):
+                raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
         return out

@@ -13,6 +13,8 @@ module is imported; tests/conftest.py does it). A kernel module that fails to im
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import os
 import pkgutil
@@ -53,11 +55,26 @@ def autotune_configs(gpu: list[dict[str, Any]], interpret: dict[str, Any], num_w
     return [cfg(interpret)] if INTERPRET else [cfg(d) for d in gpu]
 
 
+def device_guard(args: tuple[Any, ...]) -> Any:
+    """The context a launch runs in: the CUDA device of its first CUDA tensor argument (Triton launches on the
+    current device, which need not be the tensors' one on a multi-GPU machine), else a no-op."""
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.is_cuda:
+            return torch.cuda.device(a.device)
+    return contextlib.nullcontext()
+
+
 def triton_backend(op: str) -> Callable[[Callable[..., Any]], Any]:
-    """Decorator: register a Triton launcher as the `triton` backend of msdfast.ops.<op>."""
+    """Decorator: register a Triton launcher as the `triton` backend of msdfast.ops.<op> (launched on the
+    tensors' device)."""
 
     def wrap(launcher: Callable[..., Any]) -> Any:
-        custom = torch.library.custom_op(f"{NAMESPACE}::{op}", launcher, mutates_args=())
+        @functools.wraps(launcher)   # keeps the signature and type hints torch.library infers the schema from
+        def on_device(*args: Any) -> Any:
+            with device_guard(args):
+                return launcher(*args)
+
+        custom = torch.library.custom_op(f"{NAMESPACE}::{op}", on_device, mutates_args=())
         custom.register_fake(contiguous_outputs(getattr(reference, op)))
         OPS[op] = custom
         _dispatch.register(op, "triton", custom, devices())
