@@ -242,9 +242,8 @@ class Guidance:
             return float(self.scale)
         lo, hi = self.interval
         if isinstance(t, torch.Tensor) and t.ndim:
-            inside = (t >= lo) & (t <= hi)
-            return torch.where(inside, torch.tensor(float(self.scale), device=t.device),
-                               torch.tensor(1.0, device=t.device))
+            inside = (t >= lo) & (t <= hi)   # device fills only: no host-to-device copy, no sync
+            return torch.ones(t.shape, dtype=torch.float32, device=t.device).masked_fill_(inside, float(self.scale))
         return float(self.scale) if lo <= int(t) <= hi else 1.0
 
     def psr(self, t: TimeArg, device: torch.device | str | None = None) -> Weight:
