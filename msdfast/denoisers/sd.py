@@ -33,7 +33,10 @@ from ..prompts import VIEW_SUFFIXES, PromptEmbeddings
 from ..schedule import VPSchedule
 from .base import Cond, Denoiser
 
-__all__ = ["StableDiffusionDenoiser", "load_stable_diffusion", "from_pipeline", "resolve_model", "is_hub_id"]
+__all__ = ["StableDiffusionDenoiser", "load_stable_diffusion", "from_pipeline", "resolve_model", "is_hub_id", "BUILTIN_MODELS"]
+
+# Models shipped inside the package, by name (`--model digits`): the trained digits SD folder (msdfast.digits).
+BUILTIN_MODELS = {"digits": Path(__file__).resolve().parents[1] / "digits" / "model"}
 
 _REQUIRED = {
     "unet": ("config.json",),
@@ -282,12 +285,15 @@ def is_hub_id(text: str) -> bool:
 
 
 def resolve_model(path: str | os.PathLike) -> Path:
-    """A local folder/file as given, else a hub id ("org/name") resolved from the LOCAL Hugging Face cache.
+    """A local folder/file as given, else a built-in model's folder by name (BUILTIN_MODELS: "digits"), else a
+    hub id ("org/name") resolved from the LOCAL Hugging Face cache.
 
     Never touches the network (huggingface_hub's snapshot_download with local_files_only=True); a hub id that
     is not cached raises a one-line UserInputError saying how to fetch it.
     """
     root = Path(path).expanduser()
+    if not root.exists() and str(path) in BUILTIN_MODELS:
+        return BUILTIN_MODELS[str(path)]
     if root.exists() or not is_hub_id(str(path)):
         return root
     from huggingface_hub import snapshot_download

@@ -21,7 +21,7 @@ from .data import load_digits_split, to_gray
 __all__ = ["ddim_digits", "run_gate", "quality_gate", "GATE_GUIDANCE", "DDIM_STEPS", "GATE_THRESHOLDS"]
 
 GATE_GUIDANCE = 5.0
-DDIM_STEPS = 50
+DDIM_STEPS = 25
 GATE_THRESHOLDS = {"classifier_accuracy": 0.95, "accuracy": 0.95, "precision": 0.8, "recall": 0.8}
 
 

@@ -47,15 +47,15 @@ def training_prompts(digit: int) -> list[str]:
 
 
 def digits_model_path() -> Path:
-    """The shipped trained folder (msdfast/digits/model/)."""
-    return Path(__file__).resolve().parent / "model"
+    """The shipped trained folder (msdfast/digits/model/; the SD loader's built-in model 'digits')."""
+    from ..denoisers.sd import BUILTIN_MODELS
+    return BUILTIN_MODELS[BUILTIN_NAME]
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> Path:
-    """'digits' -> the shipped folder; anything else is taken as a folder path."""
-    if str(name_or_path) == BUILTIN_NAME and not Path(BUILTIN_NAME).exists():
-        return digits_model_path()
-    return Path(name_or_path)
+    """'digits' -> the shipped folder (unless a path named 'digits' exists); else the SD loader's resolution."""
+    from ..denoisers.sd import resolve_model as sd_resolve_model
+    return sd_resolve_model(name_or_path)
 
 
 def write_tokenizer(folder: Path) -> int:

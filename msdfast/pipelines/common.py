@@ -459,8 +459,8 @@ def distill_config_from_args(args: argparse.Namespace, cls: type[DistillConfig])
     flag_opts = {k: v for k, v in getattr(args, "options", {}).items() if k not in PROMOTED_OPTIONS}
     check_options(cfg.method, flag_opts, "--option")   # name the flag for options typed on the command line
     cfg.validate()
-    from ..denoisers.sd import is_hub_id
-    if not Path(cfg.model).is_dir() and not is_hub_id(cfg.model):
+    from ..denoisers.sd import BUILTIN_MODELS, is_hub_id
+    if not Path(cfg.model).is_dir() and not is_hub_id(cfg.model) and cfg.model not in BUILTIN_MODELS:
         raise UserInputError(f"--model {cfg.model}: not a folder (msdfast loads Stable Diffusion from a local "
                              "diffusers folder or a hub id in the local Hugging Face cache)")
     return cfg
