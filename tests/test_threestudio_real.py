@@ -261,6 +261,25 @@ def test_shipped_method_configs_train(ts_env, name: str) -> None:  # noqa: ANN00
     assert system.renderer.image.grad.abs().sum() > 0
 
 
+def test_sdi_system_test_info_and_guidance_eval_keys(ts_env) -> None:  # noqa: ANN001
+    """threestudio's SDI system's validation_step reads test_info's keys; guidance_evaluation_save eval's keys."""
+    cfg = load_stock(ts_env, "sdi.yaml", ["system.prompt_processor.use_perp_neg=false",
+                                          "system.guidance.inversion_n_steps=2", "system.guidance.n_ddim_steps=4"])
+    system = build_system(ts_env, cfg)
+    system.do_update_step(0, 0)
+    out = system(make_batch(B=2))
+    b = make_batch(B=2)
+    with torch.no_grad():
+        info = system.guidance(out["comp_rgb"], system.prompt_processor(), **b, rgb_as_latents=False, test_info=True)
+    for k in ("target", "noisy_img", "noise_img"):
+        assert info[k].shape == (64, 64, 3), k
+    assert info["target_latent"].shape == (2, 4, 8, 8) and info["noise_pred"].shape[1:] == (4, 8, 8)
+    ev = system.guidance(out["comp_rgb"], system.prompt_processor(), **b, guidance_eval=True)["eval"]
+    assert ev["bs"] == 2 and len(ev["texts"]) == 2 and len(ev["noise_levels"]) == 2
+    for k in ("imgs_noisy", "imgs_1step", "imgs_1orig", "imgs_final"):
+        assert ev[k].shape == (2, 64, 64, 3), k
+
+
 def test_stock_keys_map_or_fail_in_one_line(ts_env) -> None:  # noqa: ANN001
     from msdfast.adapters.threestudio import translate_config
     st = translate_config({"guidance_scale": 100.0, "weighting_strategy": "fantasia3d",
@@ -377,3 +396,24 @@ def test_resume_from_a_threestudio_checkpoint_is_exact(ts_env, tmp_path: Path, m
     # the geometry/encoding RNG use is the stand-in's (none); the guidance draws from its own seeded generator
     torch.testing.assert_close(torch.stack(rest), torch.stack(ref[2:]), rtol=0, atol=0)
     torch.testing.assert_close(resumed.renderer.image, straight.renderer.image, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind,block", [
+    # (threestudio's SD/SDI guidance Configs type the percents as float; schedules: test_threestudio_schedule_...)
+    ("stable-diffusion-guidance", {"sqrt_anneal": True, "min_step_percent": 0.3, "max_step_percent": 0.98,
+                                   "trainer_max_steps": 100}),
+    ("stable-diffusion-guidance", {"min_step_percent": 0.1, "max_step_percent": 0.7}),
+    ("stable-diffusion-sdi-guidance", {"t_anneal": True, "min_step_percent": 0.25, "max_step_percent": 0.98,
+                                       "trainer_max_steps": 100, "enable_sdi": True}),
+])
+def test_t_schedules_follow_threestudio_update_step(ts_env, kind: str, block: dict) -> None:  # noqa: ANN001
+    """min_step/max_step after threestudio's own update_step equal msdfast-guidance's, step by step."""
+    ts = ts_env["ts"]
+    base = {"pretrained_model_name_or_path": ts_env["model"], "half_precision_weights": False}
+    theirs = ts.find(kind)({**base, **block})
+    ours = ts.find("msdfast-guidance")({**base, **block, **({"estimator": {"inversion_steps": 1}}
+                                                           if "enable_sdi" in block else {})})
+    for step in (0, 1, 9, 10, 30, 49, 50, 79, 80, 100):
+        theirs.update_step(0, step), ours.update_step(0, step)
+        assert (ours.min_step, ours.max_step) == (theirs.min_step, theirs.max_step), step
+        assert (ours.estimator.t_min, ours.estimator.t_max) == (theirs.min_step, min(theirs.max_step, 999))

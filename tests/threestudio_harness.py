@@ -73,12 +73,16 @@ class _Missing(types.ModuleType):
         return type(name, (), {"__init__": _raise, "__call__": _raise})
 
 
+_STUBBED: list[str] = []
+
+
 def _stub(name: str, **attrs: Any) -> types.ModuleType:
     mod = _Missing(name)
     mod.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
     mod.__path__ = []  # a package, so dotted sub-imports resolve to further stubs
     vars(mod).update(attrs)
     sys.modules[name] = mod
+    _STUBBED.append(name)
     return mod
 
 
@@ -160,6 +164,10 @@ def load() -> types.ModuleType:
             importlib.import_module(name)
         except ModuleNotFoundError as e:
             UNAVAILABLE[name] = f"needs {e.name}"
+    # threestudio's modules hold their references; the rest of the test session must not see the stubs (other
+    # libraries probe e.g. wandb or cv2 by name)
+    for name in _STUBBED:
+        sys.modules.pop(name, None)
     cpu = lambda: torch.device("cpu")  # noqa: E731
     for name, mod in list(sys.modules.items()):
         if name.startswith("threestudio") and hasattr(mod, "get_device"):
