@@ -171,8 +171,9 @@ class ProfileConfig:
 
         if (self.model is None) == (self.toy is None):
             raise UserInputError("--model/--toy: give exactly one")
-        if self.model is not None and not Path(self.model).is_dir():
-            raise UserInputError(f"--model {self.model}: not a folder (a local diffusers Stable Diffusion folder)")
+        if self.model is not None:
+            from .pipelines.common import check_model_arg
+            check_model_arg(self.model)
         check_utf8(self.prompt, "--prompt")
         check_utf8(self.negative_prompt, "--negative-prompt")
         for k in ("n_grads", "batch"):
@@ -214,6 +215,7 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_profile(args: argparse.Namespace) -> int:
     from .estimators import build
+    from .pipelines.common import resolved_model_path
 
     cfg = config_from_args(args, ProfileConfig, promoted=("guidance_scale", "psr_k", "psr_s"))
     cfg.validate()
@@ -231,7 +233,8 @@ def run_profile(args: argparse.Namespace) -> int:
         blob = {"method": cfg.method, "source": cfg.model or f"toy:{cfg.toy}", "device": device,
                 "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                 "batch": cfg.batch, "options": opts, "config": config_to_dict(cfg),
-                "run": provenance("profile", device=device, model=cfg.model),
+                "run": provenance("profile", device=device,
+                                  model=resolved_model_path(cfg.model) if cfg.model else None),
                 "gradients": [p.to_dict() for p in profiles]}
         text = json.dumps(blob, indent=2, default=str)
         if cfg.json == "-":

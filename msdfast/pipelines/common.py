@@ -353,7 +353,7 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
     from ..provenance import provenance
 
     _write_json({**config_to_dict(cfg),
-                 RUN_INFO_KEY: provenance(job, device=device, model=cfg.model,
+                 RUN_INFO_KEY: provenance(job, device=device, model=resolved_model_path(cfg.model),
                                           estimator_options=resolved_options(cfg.method, cfg.estimator_options()),
                                           **(run_info or {}))}, out / "config.json")
     jsonl = out / "metrics.jsonl"   # the steps so far (a resumed run continues the file; a new run starts it)
@@ -459,11 +459,25 @@ def distill_config_from_args(args: argparse.Namespace, cls: type[DistillConfig])
     flag_opts = {k: v for k, v in getattr(args, "options", {}).items() if k not in PROMOTED_OPTIONS}
     check_options(cfg.method, flag_opts, "--option")   # name the flag for options typed on the command line
     cfg.validate()
-    from ..denoisers.sd import BUILTIN_MODELS, is_hub_id
-    if not Path(cfg.model).is_dir() and not is_hub_id(cfg.model) and cfg.model not in BUILTIN_MODELS:
-        raise UserInputError(f"--model {cfg.model}: not a folder (msdfast loads Stable Diffusion from a local "
-                             "diffusers folder or a hub id in the local Hugging Face cache)")
+    check_model_arg(cfg.model)
     return cfg
+
+
+def resolved_model_path(model: str) -> Path | str:
+    """The folder a model argument loads from (a built-in name or a cached hub id resolved), for provenance."""
+    try:
+        from ..denoisers.sd import resolve_model
+        return resolve_model(model)
+    except Exception:  # noqa: BLE001 -- provenance only: an unresolvable name is recorded as given
+        return model
+
+
+def check_model_arg(model: str, flag: str = "--model") -> None:
+    """A model argument msdfast can load (a folder, a built-in name, a hub id), checked before loading."""
+    from ..denoisers.sd import BUILTIN_MODELS, is_hub_id
+    if not Path(model).is_dir() and not is_hub_id(model) and model not in BUILTIN_MODELS:
+        raise UserInputError(f"{flag} {model}: not a folder (msdfast loads Stable Diffusion from a local "
+                             "diffusers folder or a hub id in the local Hugging Face cache)")
 
 
 def run_job(args: argparse.Namespace, cls: type[DistillConfig], distill: Callable[..., dict[str, Any]]) -> int:
