@@ -1,12 +1,9 @@
-"""Shared setup of the kernel benchmarks (pytest-benchmark). Run, e.g.:
+"""Setup of the pytest-benchmark file benchmarks/bench_ideal_denoiser.py (peak memory of the streaming ideal
+denoiser vs the naive version; needs requirements-dev.txt). Kernel TIMES are `msdfast bench kernels`
+(msdfast/bench: interleaved, with inductor columns and a STREAM bound), which needs neither this folder nor
+pytest-benchmark:
 
-    python -m pytest benchmarks/bench_ddim_step.py --benchmark-json=benchmarks/results/ddim_step_cpu.json
-    python benchmarks/write_table.py benchmarks/results/ddim_step_cpu.json
-
-Conventions for benchmarks/bench_<op>.py: parametrize over `impl` (the baseline is "reference"; others are
-backends or bounds such as "clone"), group by op + shape so impls land side by side, record
-`benchmark.extra_info["bytes"]` (memory traffic of one call) for a GB/s column, and end timed GPU callables
-with torch.cuda.synchronize() (bench_utils.sync).
+    python -m pytest benchmarks/bench_ideal_denoiser.py --benchmark-only
 """
 from __future__ import annotations
 

@@ -124,25 +124,3 @@ def test_version_matches_pyproject():
     text = (ROOT / "pyproject.toml").read_text()
     assert f'version = "{msdfast.__version__}"' in text
 
-
-def test_benchmark_table_writer(tmp_path):
-    """benchmarks/write_table.py: groups, medians in µs and speed-up = baseline median / median."""
-    import importlib.util
-    import json
-
-    spec = importlib.util.spec_from_file_location("write_table", ROOT / "benchmarks" / "write_table.py")
-    wt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(wt)
-
-    def bench(impl, median):
-        return {"group": "op-cpu-2x2", "name": f"test_op[{impl}]", "params": {"impl": impl},
-                "extra_info": {"impl": impl, "bytes": 4e6},
-                "stats": {"median": median, "iqr": median / 10, "rounds": 7}}
-
-    data = {"benchmarks": [bench("reference", 400e-6), bench("compiled", 100e-6)], "machine_info": {}}
-    path = tmp_path / "r.json"
-    path.write_text(json.dumps(data))
-    assert wt.main([str(path)]) == 0
-    md = (tmp_path / "r.md").read_text()
-    assert "| compiled | 100.0 | 10.0 | 7 | 40.0 | 4.00x |" in md
-    assert "| reference | 400.0 | 40.0 | 7 | 10.0 | 1.00x |" in md

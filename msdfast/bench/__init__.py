@@ -1,0 +1,217 @@
+"""`msdfast bench kernels`: every fused op against its plain-PyTorch reference, eager and compiled by inductor,
+timed in one process with interleaved variants, against the machine's measured memory bandwidth.
+
+Per op and size, two data regimes:
+  dram   each call reads a different input set, cycling over sets that total >= 4x the last-level cache, so the
+         data comes from DRAM (what a solver loop over large latents sees);
+  cache  each call cycles over 4 sets (small sizes fit in cache together: the warm case).
+Variants (msdfast.bench.cases): `reference` (the eager reference), `kernel` (msdfast.ops, the public call:
+checks + dispatch + fused kernel), `raw` (torch.ops.msdfast.<op> alone), `inductor` (torch.compile of the
+SAME reference, one compiled call per op) and `inductor-graph` (torch.compile of 4 reference calls on 4 input
+sets in ONE graph, time per op: inductor amortised inside a larger compiled region).
+% of bound = (the op's bytes / the STREAM bandwidth) / the kernel's best time (dram rows of memory-bound ops;
+msdfast.bench.harness), <= 100% by construction. The CPU share column is the process's CPU time over wall x
+threads of the kernel's blocks (< ~0.8: other processes held the cores; the row was contended).
+
+Needs no source checkout (the cases and the table live in the package); inductor needs a C++ compiler.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UserInputError
+from .cases import OPS, Case, build_cases
+from .harness import interleave, llc_bytes, machine, stream_bandwidth
+
+__all__ = ["add_bench_arguments", "run_bench", "run_cases", "table", "SUITES"]
+
+SUITES = ("kernels",)
+GRAPH_SETS = 4          # input sets per compiled graph (inductor-graph) and in the cache regime
+MAX_SETS = 1024         # dram regime: at most this many input sets (tiny sizes cannot leave the cache anyway)
+BLOCK_SECONDS = 0.02    # wall time of one timed block (calls per block chosen from a warm-up call)
+
+
+def _per_block_calls(fn: Any, sets: list[tuple], post_case: Case) -> int:
+    import time
+
+    t0 = time.perf_counter()
+    post_case.call(fn, sets[0])
+    dt = time.perf_counter() - t0
+    return max(1, min(500, int(BLOCK_SECONDS / max(dt, 1e-7))))
+
+
+def _verify(case: Case) -> None:
+    a = case.make(0)
+    k = case.call(case.kernel, a)
+    r = case.call(case.reference, a)
+    if case.check is not None:
+        case.check(k, r)
+    else:
+        first = lambda o: o[0] if isinstance(o, (tuple, list)) else o  # noqa: E731
+        torch.testing.assert_close(first(k), first(r), rtol=case.tol, atol=case.tol)
+
+
+def run_case(case: Case, mode: str, rounds: int, inductor: bool) -> dict[str, Any]:
+    """Time every variant of one case in one data regime; returns a JSON-able row."""
+    set_bytes = sum(t.numel() * t.element_size() for t in case.make(0) if isinstance(t, torch.Tensor))
+    n_sets = GRAPH_SETS
+    if mode == "dram":
+        n_sets = min(MAX_SETS, max(GRAPH_SETS, math.ceil(4 * llc_bytes() / max(set_bytes, 1))))
+        n_sets = -(-n_sets // GRAPH_SETS) * GRAPH_SETS
+    sets = [case.make(s) for s in range(n_sets)]
+    fns: dict[str, tuple[Any, int]] = {}   # name -> (fn(i), ops per call)
+    fns["reference"] = (lambda i: case.call(case.reference, sets[i % n_sets]), 1)
+    fns["kernel"] = (lambda i: case.call(case.kernel, sets[i % n_sets]), 1)
+    if case.raw is not None:
+        fns["raw"] = (lambda i: case.call(case.raw, sets[i % n_sets]), 1)
+    notes: list[str] = []
+    if inductor:
+        single = torch.compile(case.reference, dynamic=False)
+        fns["inductor"] = (lambda i: case.call(single, sets[i % n_sets]), 1)
+        if case.post is None:
+            k = len(sets[0])
+            ref = case.reference
+
+            def graph_fn(*flat: Any) -> tuple:
+                return tuple(ref(*flat[j * k:(j + 1) * k]) for j in range(GRAPH_SETS))
+
+            graph = torch.compile(graph_fn, dynamic=False)
+            groups = [tuple(x for s in sets[g:g + GRAPH_SETS] for x in s) for g in range(0, n_sets, GRAPH_SETS)]
+            fns["inductor-graph"] = (lambda i: graph(*groups[i % len(groups)]), GRAPH_SETS)
+        else:
+            notes.append("inductor-graph: - (a backward per call)")
+    for name in list(fns):   # warm up (compiles here); a variant that cannot run is reported, not timed
+        try:
+            fns[name][0](0)
+        except Exception as exc:  # noqa: BLE001 -- e.g. inductor without a C++ compiler
+            notes.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}")
+            del fns[name]
+    calls = _per_block_calls(case.reference, sets, case)
+    def counted(f: Any) -> Any:   # a running call index per variant: DRAM rows keep cycling over all sets
+        c = itertools.count(1)
+        return lambda _i: f(next(c))
+
+    timed = interleave({k: counted(v[0]) for k, v in fns.items()}, rounds, calls)
+    row: dict[str, Any] = {"op": case.op, "size": case.label, "mode": mode, "bytes": case.bytes,
+                           "sets": n_sets, "calls_per_block": calls, "rounds": rounds, "notes": notes}
+    for name, s in timed.items():
+        per = fns[name][1]
+        row[name] = {"median": s.median / per, "best": s.best / per, "cpu_share": s.share}
+    return row
+
+
+def run_cases(op_names: list[str] | tuple[str, ...] = OPS, *, rounds: int = 5, inductor: bool = True,
+              quick: bool = False, modes: tuple[str, ...] = ("dram", "cache"), log: Any = None) -> dict[str, Any]:
+    """The whole benchmark: machine, STREAM bound (measured before and after; best of both), one row per case
+    and data regime."""
+    info = machine()
+    bw0 = stream_bandwidth()
+    rows = []
+    for case in build_cases(op_names, quick=quick):
+        _verify(case)
+        for mode in modes:
+            rows.append(run_case(case, mode, rounds, inductor))
+            if log is not None:
+                print(f"  {case.op} {case.label} {mode}: done", file=log, flush=True)
+    bw1 = stream_bandwidth()
+    bw = {k: max(bw0[k], bw1[k]) for k in bw0}
+    info["load_avg_end"] = os.getloadavg()[0]
+    return {"machine": info, "stream": bw, "rows": rows}
+
+
+def _us(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1e6:.1f}" if v < 1e-2 else f"{v * 1e3:.1f} ms"
+
+
+def _x(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
+
+
+def table(data: dict[str, Any]) -> str:
+    """Markdown: header (machine, ISA, threads, bound, contention) and one row per case and regime."""
+    m, bw = data["machine"], data["stream"]
+    lines = [f"Machine: {m['cpu']}; {m['usable_cpus']} usable CPUs, torch threads {m['threads']}, vector ISA "
+             f"{m['isa']}, LLC {m['llc_mib']:.0f} MiB; torch {m['torch']}, python {m['python']}; "
+             f"OMP_WAIT_POLICY {m['wait_policy']}; commit {m['commit']}; {m['date']}; 1-min load average "
+             f"{m['load_avg']:.1f} at start, {m.get('load_avg_end', float('nan')):.1f} at end.",
+             "",
+             f"Bandwidth bound (STREAM-like, best of 10 at start and end): Copy {bw['copy'] / 1e9:.1f} GB/s, "
+             f"Triad {bw['triad'] / 1e9:.1f} GB/s; bound = {bw['bound'] / 1e9:.1f} GB/s (read + write bytes).",
+             "",
+             "Times are medians of interleaved rounds (µs unless marked); speed-ups divide medians; % of bound uses "
+             "best times (dram rows). CPU share < 0.8 marks a contended row.",
+             "",
+             "| op | size | data | reference | kernel | raw | inductor | inductor-graph /op | kernel vs reference "
+             "| kernel vs inductor | kernel vs inductor-graph | % of bound | CPU share |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    notes = []
+    for r in data["rows"]:
+        med = lambda k: r.get(k, {}).get("median")  # noqa: E731
+        bound = "-"
+        if r["mode"] == "dram" and r.get("bytes") and "kernel" in r:
+            bound = f"{(r['bytes'] / bw['bound']) / r['kernel']['best']:.0%}"
+        share = r.get("kernel", {}).get("cpu_share")
+        lines.append(f"| {r['op']} | {r['size']} | {r['mode']} | {_us(med('reference'))} | {_us(med('kernel'))} | "
+                     f"{_us(med('raw'))} | {_us(med('inductor'))} | {_us(med('inductor-graph'))} | "
+                     f"{_x(med('reference'), med('kernel'))} | {_x(med('inductor'), med('kernel'))} | "
+                     f"{_x(med('inductor-graph'), med('kernel'))} | {bound} | "
+                     f"{'-' if share is None else f'{share:.2f}'} |")
+        notes += [f"{r['op']} {r['size']} {r['mode']}: {n}" for n in r.get("notes", [])]
+    if notes:
+        lines += ["", "Notes: " + "; ".join(dict.fromkeys(notes))]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------- CLI
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", choices=SUITES, help="which benchmark suite (kernels: the fused ops)")
+    parser.add_argument("--ops", nargs="+", default=list(OPS), choices=OPS, help="ops to benchmark (default: all)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per case (default 5)")
+    parser.add_argument("--quick", action="store_true", help="small sizes only, no hash grid")
+    parser.add_argument("--no-inductor", action="store_true", help="skip the torch.compile columns")
+    parser.add_argument("--data", nargs="+", choices=("dram", "cache"), default=["dram", "cache"],
+                        help="data regimes (default both)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads for the run")
+    parser.add_argument("--json", default=None, help="also write the raw results (JSON) here")
+    parser.add_argument("--table", default=None, help="also write the markdown table here")
+    parser.add_argument("--from-json", default=None, metavar="FILE", help="only print the table of a results JSON")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    if args.from_json:
+        try:
+            data = json.loads(Path(args.from_json).read_text())
+            text = table(data)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserInputError(f"--from-json: cannot read results from {args.from_json} "
+                                 f"({type(exc).__name__}: {exc})") from None
+    else:
+        if args.rounds < 1:
+            raise UserInputError(f"--rounds: must be >= 1, got {args.rounds}")
+        if args.threads is not None:
+            if args.threads < 1:
+                raise UserInputError(f"--threads: must be >= 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
+        data = run_cases(list(args.ops), rounds=args.rounds, inductor=not args.no_inductor, quick=args.quick,
+                         modes=tuple(dict.fromkeys(args.data)), log=sys.stderr)
+        text = table(data)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(data, indent=1))
+    print(text)
+    if args.table:
+        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.table).write_text(text)
+    return 0
+
+
+run = run_bench
