@@ -19,6 +19,7 @@ import torch
 
 from ..denoisers.base import Cond, Denoiser
 from ..errors import UserInputError
+from ..ops import checks
 
 
 @dataclass
@@ -82,8 +83,8 @@ class Estimator:
             if isinstance(c, torch.Tensor) and c.ndim >= 1 and c.shape[0] != x.shape[0]:
                 raise UserInputError(f"{name}: batch {c.shape[0]} does not match x's batch {x.shape[0]} (give one "
                                      f"condition per element, e.g. {name}.expand({x.shape[0]}, ...))")
-        if not torch.isfinite(x).all():
-            raise ValueError("x: contains NaN or inf")
+        # a value check: on an accelerator only in debug mode (a host sync per step otherwise; msdfast.ops.checks)
+        checks.require(x, lambda v: ~torch.isfinite(v), "x: contains NaN or inf")
         nfe0 = self.denoiser.stats.nfe
         with torch.no_grad():
             g, info = self._estimate(x.detach(), cond, uncond, generator)
