@@ -386,3 +386,25 @@ def test_threestudio_estimator_block_checked_before_the_model_loads() -> None:
     with pytest.raises(UserInputError, match=r"guidance.estimator.chains: expected an integer, got 2.5"):
         translate_config({"method": "msd", "estimator": {"chains": 2.5}})
     assert translate_config({"method": "msd", "estimator": {"chains": "4"}})["estimator"]["chains"] == 4
+
+
+def test_3d_config_json_replays_the_run_bit_for_bit(tmp_path: Path, den, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """Tuples (camera ranges), the hash-grid dict and bools go through config.json and back unchanged."""
+    monkeypatch.setenv("MSDFAST_CACHE", str(tmp_path / "cache"))
+    from msdfast.cli import main
+
+    model = tiny_sd_path(root=tmp_path.parent)
+    a, b = tmp_path / "a", tmp_path / "b"
+    argv = ["3d", "--model", str(model), "--prompt", "a red apple", "--method", "sds", "--steps", "2",
+            "--out", str(a), "--no-progress", "--ckpt-every", "0", "--snapshot-every", "1", "--render-size", "16",
+            "--n-samples", "8", "--hidden", "16", "--grid", "n_levels=4", "--grid", "log2_hashmap_size=12",
+            "--elevation-range", "0", "30", "--batch-size", "2", "--no-view-dependent", "--seed", "7"]
+    assert main(argv) == 0
+    cfg = json.loads((a / "config.json").read_text())
+    assert cfg["elevation_range"] == [0.0, 30.0] and cfg["grid"] == {"n_levels": 4, "log2_hashmap_size": 12}
+    assert cfg["view_dependent"] is False
+    assert main(["3d", "--config", str(a / "config.json"), "--out", str(b)]) == 0
+    assert (a / "final.png").read_bytes() == (b / "final.png").read_bytes()
+    la, lb = ((d / "metrics.jsonl").read_text().splitlines() for d in (a, b))
+    strip = lambda ls: [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in ls]  # noqa: E731
+    assert strip(la) == strip(lb) and "azimuth" in json.loads(la[0])
