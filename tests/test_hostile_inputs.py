@@ -174,3 +174,23 @@ def test_chain_mean_shift_never_divides_by_zero() -> None:
         ops.chain_mean_shift(torch.randn(4, 2), torch.randn(0, 2))
     with pytest.raises(ValueError, match="y: shape"):
         ops.chain_mean_shift(torch.randn(0, 2), torch.randn(2, 2))
+
+
+@pytest.mark.parametrize("damage", ["single-file", "utf8-prompt", "empty-vocab"])
+def test_cli_model_and_prompt_errors_are_one_line(model: str, tmp_path: Path, damage: str) -> None:
+    """Item 8: a single-file model (the message suggests no option the CLI lacks), a prompt that is not UTF-8,
+    an empty vocab.json."""
+    prompt, m = "a", model
+    if damage == "single-file":
+        m = str(tmp_path / "model.safetensors")
+        shutil.copy(next((Path(model) / "unet").glob("*.safetensors")), m)
+    elif damage == "utf8-prompt":
+        prompt = "a\udcff"   # how Python hands an argv byte that is not UTF-8 to the program
+    else:
+        m = str(tmp_path / "sd")
+        shutil.copytree(model, m)
+        (Path(m) / "tokenizer" / "vocab.json").write_text("")
+    rc, err = _cli(["image", "--model", m, "--prompt", prompt, "--steps", "1", "--no-progress",
+                    "--out", str(tmp_path / "run")])
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert ("prompt" if damage == "utf8-prompt" else "--model") in err and "config=" not in err, err
