@@ -3,7 +3,8 @@
 Every subcommand takes --debug (a traceback for errors), --verbose / --quiet (the `msdfast` logger's level:
 DEBUG / WARNING instead of INFO). Bad user input -- a flag, an option, a config file, a model folder -- is
 reported as ONE line naming it ("msdfast image: error: --steps: must be >= 1, got 0") with exit status 2;
-msdfast.errors.UserInputError carries such errors from every layer.
+msdfast.errors.UserInputError carries such errors from every layer (and a FileNotFoundError, which names
+its file, is reported the same way).
 """
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         mod = importlib.import_module(SUBCOMMANDS[args.command][0])
         runner = getattr(mod, f"run_{args.command}", None) or getattr(mod, "run")
         return int(runner(args) or 0)
-    except UserInputError as e:
+    except (UserInputError, FileNotFoundError) as e:   # a missing file the user named is their input too
         if debug:
             raise
         msg = " ".join(str(e).split())   # one line, whatever the message held
