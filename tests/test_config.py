@@ -319,8 +319,8 @@ def test_every_command_reports_user_errors_in_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bench.json"
     bad.write_text('{"benchmarks": [{"name": 1}]}')
     cases = [
-        (["bench", "kernels", "--from-json", str(bad)], "--from-json: cannot read results from"),
-        (["bench", "kernels", "--from-json", str(tmp_path / "none.json")], "none.json"),
+        (["bench", "kernels", "--from-json", str(bad)], "bench.json: not a msdfast bench result"),
+        (["bench", "kernels", "--from-json", str(tmp_path / "none.json")], "none.json: no such file"),
         (["demo", "--shape", "a,b"], "--shape"),
         (["profile", "--method", "msd", "--toy", "tree", "--option", "chains=x"], "--option chains"),
         (["profile", "--method", "msd", "--toy", "tree", "--seed", str(2**70)], "--seed"),

@@ -212,12 +212,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     if args.from_json:
+        path = Path(args.from_json)
+        if not path.is_file():
+            raise UserInputError(f"--from-json: {path}: no such file")
         try:
-            data = json.loads(Path(args.from_json).read_text())
-            text = table(data)
+            text = table(json.loads(path.read_text()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UserInputError(f"--from-json: cannot read results from {args.from_json} "
-                                 f"({type(exc).__name__}: {exc})") from None
+            raise UserInputError(f"--from-json: {path}: not a msdfast bench result ({type(exc).__name__}: "
+                                 f"{exc})") from None
     else:
         if args.rounds < 1:
             raise UserInputError(f"--rounds: must be >= 1, got {args.rounds}")
