@@ -333,7 +333,7 @@ def test_every_command_reports_user_errors_in_one_line(tmp_path: Path) -> None:
         (["3d", "--model", str(tmp_path), "--prompt", "p", "--blob-scale", "nan"], "--blob-scale"),
         (["image", "--model", str(tmp_path), "--prompt", "\udcff\udcfe"], "prompt: not valid UTF-8"),
         (["nosuch"], "invalid choice"),
-        (["digits", "--model", str(tmp_path / "nowhere")], "nowhere"),
+        (["digits", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "dg")], "nowhere"),
     ]
     for argv, named in cases:
         line = _one_line_error(argv)
