@@ -409,3 +409,23 @@ def test_3d_config_json_replays_the_run_bit_for_bit(tmp_path: Path, den, monkeyp
     la, lb = ((d / "metrics.jsonl").read_text().splitlines() for d in (a, b))
     strip = lambda ls: [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in ls]  # noqa: E731
     assert strip(la) == strip(lb) and "azimuth" in json.loads(la[0])
+
+
+@pytest.mark.parametrize("method, opt, msg", [("msd", "chains=0", "chains: must be >= 1"),
+                                              ("msd", "steps=5000", "steps: must be in [1, 1000]"),
+                                              ("sds", "weighting=bar", "weighting: expected one of"),
+                                              ("sdi", "eta=3", "eta: must be in [0, 1]"),
+                                              ("vsd", "phi_lr=-1", "phi_lr: must be positive")])
+def test_option_values_checked_before_the_model_loads(tmp_path: Path, den, method: str, opt: str, msg: str,  # noqa: ANN001
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a stand-in with the model's schedule only: the loader is never called, no run folder is made."""
+    import msdfast.denoisers.sd as sd
+
+    def no_load(*a: Any, **k: Any) -> Any:
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(sd, "load_stable_diffusion", no_load)
+    out = tmp_path / "run"
+    line = _one_line_error(["image", "--model", str(tiny_sd_path(root=tmp_path.parent)), "--prompt", "p",
+                            "--method", method, "--option", opt, "--out", str(out)])
+    assert msg in line and not out.exists()

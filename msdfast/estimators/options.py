@@ -5,7 +5,8 @@ doc): the doc is the option's entry in the class docstring ("name: text" under A
 type cannot come from a config file or the command line (a second Denoiser, a condition tensor) are marked
 `settable=False`. `check_options(method, options)` coerces the given values to their types (msdfast.config.coerce)
 and rejects unknown names with the list of valid ones; it needs no model, so the CLI runs it before loading
-anything. `format_options(method)` is what `msdfast image --list-options METHOD` prints.
+anything. `format_options(method)` is what `msdfast image --list-options METHOD` prints. `check_option_values` runs the
+estimator's own value checks on a schedule-only stand-in, also before the model loads.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from ..config import coerce, type_name
 from ..errors import UserInputError
 from . import METHODS, estimator_class
 
-__all__ = ["OptionSpec", "option_specs", "check_options", "format_options", "resolved_options"]
+__all__ = ["OptionSpec", "option_specs", "check_options", "check_option_values", "format_options",
+           "resolved_options"]
 
 _SETTABLE = (int, float, str, bool, type(None), tuple, list, dict)
 
@@ -103,6 +105,26 @@ def check_options(method: str, options: Mapping[str, Any], flag: str = "--option
                                  f"`msdfast image --list-options {method}` describes them)")
         out[k] = coerce(v, specs[k].type, name)
     return out
+
+
+def check_option_values(method: str, options: Mapping[str, Any], scheduler_config: Mapping[str, Any]) -> None:
+    """The estimator's own value checks (chains >= 1, steps <= T, a known weighting, ...) run WITHOUT the model:
+    the class is built on a stand-in Denoiser that has only the model's noise schedule (its
+    scheduler_config.json). Its UserInputErrors propagate; an estimator that needs the real network to be
+    built (VSD's LoRA on the UNet) fails here in other ways, and is then checked when the model is loaded."""
+    import torch
+
+    from ..denoisers.base import Denoiser
+    from ..schedule import VPSchedule
+
+    stand_in = Denoiser(VPSchedule.from_config(scheduler_config))
+    with torch.random.fork_rng(devices=[]):   # the probe must not move the global RNG of the run
+        try:
+            estimator_class(method)(stand_in, **options)
+        except UserInputError:
+            raise
+        except Exception:  # noqa: BLE001 -- needs the real model: checked when the model is loaded
+            return
 
 
 def resolved_options(method: str, options: Mapping[str, Any]) -> dict[str, Any]:

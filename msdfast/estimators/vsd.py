@@ -22,6 +22,7 @@ from torch import nn
 
 from .. import ops
 from ..denoisers.base import Cond, Denoiser
+from ..errors import UserInputError
 from ..samplers.guidance import coefficients
 from .common import GuidedEstimator, weighting
 
@@ -103,9 +104,9 @@ class VSD(GuidedEstimator):
                  phi_steps: int = 1, phi_batch: int = 1, phi_width: int = 64, **options: Any) -> None:
         super().__init__(denoiser, **options)
         if phi_lr is not None and not phi_lr > 0:
-            raise ValueError(f"phi_lr: must be positive, got {phi_lr}")
+            raise UserInputError(f"phi_lr: must be positive, got {phi_lr}")
         if int(phi_steps) < 0 or int(phi_batch) < 1:
-            raise ValueError("phi_steps: must be >= 0 and phi_batch >= 1")
+            raise UserInputError("phi_steps: must be >= 0 and phi_batch >= 1")
         self.phi, self.phi_lr, self.phi_steps, self.phi_batch = phi, phi_lr, int(phi_steps), int(phi_batch)
         self.phi_width = int(phi_width)
         self.optimizer: torch.optim.Optimizer | None = None

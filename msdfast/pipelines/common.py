@@ -460,7 +460,21 @@ def distill_config_from_args(args: argparse.Namespace, cls: type[DistillConfig])
     check_options(cfg.method, flag_opts, "--option")   # name the flag for options typed on the command line
     cfg.validate()
     check_model_arg(cfg.model)
+    _check_option_values(cfg)
     return cfg
+
+
+def _check_option_values(cfg: DistillConfig) -> None:
+    """The estimator's value checks before the model loads, on the model's own noise schedule (its
+    scheduler/scheduler_config.json; skipped when that is not readable: the loader reports the folder)."""
+    from ..estimators.options import check_option_values
+
+    try:
+        sched = json.loads((Path(resolved_model_path(cfg.model)) / "scheduler" / "scheduler_config.json").read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(sched, dict):
+        check_option_values(cfg.method, cfg.estimator_options(), sched)
 
 
 def resolved_model_path(model: str) -> Path | str:
