@@ -234,7 +234,7 @@ def load_denoiser(cfg: DistillConfig, device: str) -> Any:
     from ..denoisers.sd import load_stable_diffusion
     from ..denoisers.unet_backend import exported_unet
 
-    dtype = cfg.dtype or ("float16" if device == "cuda" else "float32")
+    dtype = cfg.dtype or ("float16" if torch.device(device).type == "cuda" else "float32")
     try:
         host = load_stable_diffusion(cfg.model, device=device, dtype=dtype, compile=cfg.compile, variant=cfg.variant,
                                      verbose=logging.getLogger("msdfast").isEnabledFor(logging.DEBUG))
