@@ -84,10 +84,10 @@ class Run:
                         if x)
 
 
-def job_api(job: str) -> tuple[type, Any]:
+def job_api(job: str, source: str = "SPEC") -> tuple[type, Any]:
     """(config class, run function) of a job; a one-line error for the jobs the sweep does not run yet."""
     if job not in JOBS:
-        raise UserInputError(f"job: {job!r} is not supported by msdfast sweep yet (supported: {', '.join(JOBS)})")
+        raise UserInputError(f"{source}: job: {job!r} is not supported by msdfast sweep yet (supported: {', '.join(JOBS)})")
     import importlib
 
     module, cls, fn = JOBS[job]
@@ -138,7 +138,7 @@ def _check_keys(cfg_cls: type, keys: Any, where: str, *, grid: bool) -> None:
 
 def expand_runs(spec: SweepSpec, source: str = "SPEC") -> list[Run]:
     """Every run of the spec (prompts x seeds x methods x grid, in that order), each config validated."""
-    cfg_cls, _ = job_api(spec.job)
+    cfg_cls, _ = job_api(spec.job, source)
     from ..estimators import METHODS
 
     _check_keys(cfg_cls, spec.settings, f"{source}: settings", grid=False)
