@@ -30,8 +30,9 @@ named is "Table 3", the others are printed below it):
   grid       a fresh eff_grid x eff_grid grid over [-1.5, 1.5]^2, the same x for every method (the landscape's
              domain-wide reading; measures VSD's eps_phi off the points it was trained on).
 
-Measured on a shared 2-core CPU machine with the compiled msdfast._C ops: default 71 s wall / 140 s CPU with
-2 threads (234 s wall while other jobs loaded the machine); --full 917 s wall / 617 s CPU with 1 thread.
+Measured on a shared 2-core CPU machine with the compiled msdfast._C ops, 1 thread, with the issue-11 rows
+("MSD (paper)": 32 NFE per target and step): default 55 s CPU (294 s wall on a machine loaded by other jobs);
+--full 785 s CPU (3460 s wall, loaded). Earlier rows: default 71 s wall / 140 s CPU with 2 threads.
 With the pure-PyTorch reference ops (no compiled extension) the exact GMM denoiser is ~3.5x slower: the default
 took 747 s CPU on one core (2086 s wall on an overloaded machine).
 """
