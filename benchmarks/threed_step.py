@@ -83,7 +83,8 @@ def main() -> int:
              f"commit {commit}; {cpu}; torch {torch.__version__}, {torch.get_num_threads()} threads, ISA "
              f"{torch.backends.cpu.get_cpu_capability()}; msdfast {msdfast.__version__}; "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-             f"Command: `python benchmarks/threed_step.py --rounds {a.rounds} --steps {a.steps}` (tiny SD, "
+             f"Command: `OMP_NUM_THREADS={torch.get_num_threads()} python benchmarks/threed_step.py --rounds "
+             f"{a.rounds} --steps {a.steps}` (tiny SD, "
              "`msdfast 3d` defaults otherwise: 64 px, 64 samples/ray, 16-level 2^19 hash grid, MSD)", "",
              "| variant | median step ms (per round) | samples evaluated | load avg before each round |",
              "|---|---|---:|---|"]
