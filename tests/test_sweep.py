@@ -203,6 +203,26 @@ def test_sweep_runs_skips_finished_and_summarises(tmp_path: Path, capsys: pytest
     assert json.loads((out / "summary.json").read_text())["complete"]
 
 
+def test_sweep_3d_and_option_values_checked_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from msdfast.testing.tiny_sd import tiny_sd_path
+
+    model = str(tiny_sd_path(root=tmp_path.parent))
+    bad = _spec(tmp_path, name="bad.json", model=model, methods=["msd"], method_options={"msd": {"chains": 0}})
+    assert main(["sweep", str(bad)]) == 2
+    assert f"{bad}: run (msd seed 0 p0): chains: must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "runs").exists()
+    p = _spec(tmp_path, name="3d.json", job="3d", model=model, prompts=["a hamburger"], methods=["sds"],
+              seeds=[0, 1], settings={"steps": 2, "render_size": 8, "n_samples": 8, "snapshot_views": 2,
+                                      "grid": {"n_levels": 2, "log2_hashmap_size": 10}})
+    assert main(["sweep", str(p)]) == 0
+    runs = expand_runs(load_spec(p))
+    for r in runs:
+        cfg = json.loads((r.folder / "config.json").read_text())
+        assert cfg["run"]["job"] == "3d" and cfg["seed"] == r.seed and cfg["render_size"] == 8
+        assert (r.folder / "final.png").exists() and (r.folder / "progress.png").exists()
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["complete"]
+
+
 @pytest.fixture(scope="module")
 def dist_spec(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """The CI sweep (2 prompts x 2 seeds x 2 methods, tiny SD) and its single-process outputs."""

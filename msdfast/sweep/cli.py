@@ -14,6 +14,7 @@ import logging
 
 from ..atomic import write_atomic
 from ..config import config_to_dict
+from ..errors import UserInputError
 
 __all__ = ["add_sweep_arguments", "run_sweep"]
 
@@ -53,9 +54,18 @@ def run_sweep(args: argparse.Namespace) -> int:
               f"{Path(spec.out) / 'summary.md'}")
         return 0
 
-    from ..pipelines.common import check_model_arg
+    from ..pipelines.common import _check_option_values as check_option_values, check_model_arg
 
     check_model_arg(spec.model, "model")
+    checked = set()
+    for r in runs:   # the estimators' option values, on the model's noise schedule, before the model loads
+        key = (r.method, json.dumps(r.config.estimator_options(), sort_keys=True, default=str))
+        if key not in checked:
+            checked.add(key)
+            try:
+                check_option_values(r.config)
+            except UserInputError as e:
+                raise UserInputError(f"{args.spec}: run ({r.label}): {e}") from None
     device = shard.device(runs[0].config.device)
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
