@@ -86,7 +86,7 @@ def test_study_three_steps_every_method_end_to_end(untrained_folder, tmp_path):
 
     den = load_stable_diffusion(untrained_folder, cache_dir=False)
     cfg = StudyConfig(model=str(untrained_folder), out=str(tmp_path / "study"), digits=(3,), seeds=(0, 1),
-                      psr=(1.05,), steps=3, ddim_steps=3)
+                      psr=(1.05,), fields=("pixel", "grid"), steps=3, ddim_steps=3)
     rows = run_study(cfg, progress=False, denoiser=den)
     names = [r["row"] for r in rows]
     assert names[:2] == ["ddim", "real"] and len(names) == 2 + len(METHODS) * 2
