@@ -198,6 +198,22 @@ def test_sweep_runs_skips_finished_and_summarises(tmp_path: Path, capsys: pytest
     _assert_same(before, _outputs(out))
     assert main(["sweep", str(p), "--dry-run"]) == 0
     assert [ln.split("\t")[2] for ln in capsys.readouterr().out.splitlines()[2:]] == ["done"] * 4
+    # killed before its first checkpoint (config.json, metrics, snapshots, no checkpoint.pt): started again
+    shutil.rmtree(runs[3].folder)
+    distill_image(cfg, stop_after=1)
+    (runs[3].folder / "checkpoint.pt").unlink()
+    assert main(["sweep", str(p), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[5].split("\t")[2] == "restart"
+    assert main(["sweep", str(p)]) == 0
+    assert "4 runs (1 ran, 3 done)" in capsys.readouterr().out
+    _assert_same(before, _outputs(out))
+    # a worker killed before the run wrote anything but its snapshots folder and a temporary file: started anew
+    shutil.rmtree(runs[3].folder)
+    (runs[3].folder / "snapshots").mkdir(parents=True)
+    (runs[3].folder / ".config.json.123.abcd.tmp").write_text("{")
+    assert main(["sweep", str(p)]) == 0
+    assert "4 runs (1 ran, 3 done)" in capsys.readouterr().out
+    _assert_same(before, _outputs(out))
     (out / "summary.json").unlink()
     assert main(["sweep", str(p), "--collect"]) == 0
     assert json.loads((out / "summary.json").read_text())["complete"]

@@ -41,6 +41,20 @@ def run_state(folder: Path) -> str:
     return "new"
 
 
+def _clear_unstarted(folder: Path) -> str:
+    """A folder a worker was killed in before it wrote config.json: only empty folders (snapshots/) and
+    atomic-write leftovers (.*.tmp) can be there; they are removed so that the run starts as new (anything
+    else is left, and open_run_folder reports it)."""
+    if any((folder / m).exists() for m in ("config.json", "metrics.json", "checkpoint.pt")):
+        return "restart"
+    for p in folder.iterdir():
+        if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
+            p.rmdir()
+        elif p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp"):
+            p.unlink()
+    return run_state(folder)
+
+
 def _held_elsewhere(folder: Path) -> bool:
     """Whether another live process holds the run folder's lock (msdfast.runlock)."""
     from ..runlock import RunLock
@@ -74,7 +88,7 @@ def run_shard(job: str, runs: Sequence[Run], *, device: str, denoiser: Any = Non
             outcome[r.id] = "busy"
             log.warning("run %s (%s) is held by another process; leaving it", r.id, r.label)
         else:
-            pending.append((r, state))
+            pending.append((r, _clear_unstarted(r.folder) if state == "restart" else state))
     log.info("%d runs in this shard: %d done, %d to run", len(runs), sum(v == "done" for v in
              outcome.values()), len(pending))
     for i, (r, state) in enumerate(pending):
