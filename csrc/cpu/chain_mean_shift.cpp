@@ -7,7 +7,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include "common/op_checks.h"
+#include "common/chain_mean_shift_checks.h"
 #include "common/macros.h"
 #include "common/torch_checks.h"
 #include "cpu_kernel_util.h"

@@ -77,5 +77,24 @@ inline double fast_exp(double x) {
   return e * scale;
 }
 
+// The running state of a tiled online softmax (the streaming CPU kernels: empirical_denoiser's two paths and
+// gmm_score): per query the largest key m seen so far (a max logit, or minus the nearest squared distance) and
+// the normaliser l = sum exp((key - m) c). Per tile the caller finds the tile's largest key, calls rebase(),
+// which moves m and rescales l ONCE when the maximum grows and returns the factor (<= 1) by which the caller
+// rescales its own weighted sums, then adds exp((key - m) c) per element (one exp per pair) to l and its sums.
+// c is finite (empirical_denoiser clamps 1 / 2s^2; gmm_score uses 1). Before the first tile l = 0: factor 0.
+template <typename A>
+struct OnlineSoftmax {
+  A m = -std::numeric_limits<A>::infinity();
+  A l = A(0);
+
+  A rebase(A tile_max, A c = A(1)) {
+    if (!(tile_max > m)) return A(1);
+    const A r = l > A(0) ? std::exp((m - tile_max) * c) : A(0);
+    l *= r;
+    m = tile_max;
+    return r;
+  }
+};
 
 }  // namespace msdfast::cpu

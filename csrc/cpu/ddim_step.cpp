@@ -10,7 +10,7 @@
 #include <algorithm>
 #include <tuple>
 
-#include "common/op_checks.h"
+#include "common/ddim_step_checks.h"
 #include "common/ddim_step.h"
 #include "common/static_dispatch.h"
 #include "common/torch_checks.h"

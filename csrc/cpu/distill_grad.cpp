@@ -17,7 +17,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "common/op_checks.h"
+#include "common/distill_grad_checks.h"
 #include "common/distill_grad.h"
 #include "common/static_dispatch.h"
 #include "common/torch_checks.h"

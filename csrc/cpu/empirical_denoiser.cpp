@@ -16,7 +16,7 @@
 
 #include <vector>
 
-#include "common/op_checks.h"
+#include "common/empirical_denoiser_checks.h"
 #include "common/torch_checks.h"
 #include "cpu_kernel_util.h"
 
@@ -30,11 +30,9 @@ constexpr int64_t kQBlock = 16;  // queries sharing a tile
 MSDFAST_ISA_CLONES
 void denoise2_block(const float* qx, const float* qy, const float* inv2s2, int64_t nq, const float* ux,
                     const float* uy, int64_t N, float* ox, float* oy) {
-  float dmin[kQBlock], l[kQBlock], ax[kQBlock], ay[kQBlock];
-  for (int64_t q = 0; q < nq; ++q) {
-    dmin[q] = std::numeric_limits<float>::infinity();
-    l[q] = ax[q] = ay[q] = 0.0f;
-  }
+  OnlineSoftmax<float> st[kQBlock];   // key = -|x - u|^2: m = -(nearest squared distance so far)
+  float ax[kQBlock], ay[kQBlock];
+  for (int64_t q = 0; q < nq; ++q) ax[q] = ay[q] = 0.0f;
   alignas(64) float d2[kTile];
   for (int64_t t0 = 0; t0 < N; t0 += kTile) {
     const int64_t len = std::min(kTile, N - t0);
@@ -53,14 +51,9 @@ void denoise2_block(const float* qx, const float* qy, const float* inv2s2, int64
         tmin = std::min(tmin, v);
       }
       // online-softmax rescale when this tile holds a closer point
-      if (tmin < dmin[q]) {
-        if (l[q] > 0.0f) {
-          const float r = std::exp((tmin - dmin[q]) * c);
-          l[q] *= r; ax[q] *= r; ay[q] *= r;
-        }
-        dmin[q] = tmin;
-      }
-      const float m = dmin[q];
+      const float r = st[q].rebase(-tmin, c);
+      ax[q] *= r; ay[q] *= r;
+      const float m = -st[q].m;   // the nearest squared distance so far
       // pass 2: weights exp((dmin - d2) c) <= 1
       float sl = 0.0f, sx = 0.0f, sy = 0.0f;
 #pragma omp simd reduction(+ : sl, sx, sy)
@@ -68,16 +61,17 @@ void denoise2_block(const float* qx, const float* qy, const float* inv2s2, int64
         const float e = fast_exp((m - d2[j]) * c);
         sl += e; sx += e * tx[j]; sy += e * ty[j];
       }
-      l[q] += sl; ax[q] += sx; ay[q] += sy;
+      st[q].l += sl; ax[q] += sx; ay[q] += sy;
     }
   }
-  for (int64_t q = 0; q < nq; ++q) { ox[q] = ax[q] / l[q]; oy[q] = ay[q] / l[q]; }
+  for (int64_t q = 0; q < nq; ++q) { ox[q] = ax[q] / st[q].l; oy[q] = ay[q] / st[q].l; }
 }
 
 // Any d (and fp64): the same streaming scheme over row-major [N, d] data in the accumulation type.
 template <typename A>
 void denoise_generic_block(const A* q, const A* inv2s2, int64_t nq, const A* u, int64_t N, int64_t d, A* out) {
-  std::vector<A> dmin(nq, std::numeric_limits<A>::infinity()), l(nq, A(0)), acc(nq * d, A(0)), d2(kTile);
+  std::vector<OnlineSoftmax<A>> st(nq);   // key = -|x - u|^2
+  std::vector<A> acc(nq * d, A(0)), d2(kTile);
   for (int64_t t0 = 0; t0 < N; t0 += kTile) {
     const int64_t len = std::min(kTile, N - t0);
     const A* tu = u + t0 * d;
@@ -92,24 +86,19 @@ void denoise_generic_block(const A* q, const A* inv2s2, int64_t nq, const A* u, 
         tmin = std::min(tmin, v);
       }
       A* a = acc.data() + iq * d;
-      if (tmin < dmin[iq]) {
-        if (l[iq] > 0) {
-          const A r = std::exp((tmin - dmin[iq]) * c);
-          l[iq] *= r;
-          for (int64_t k = 0; k < d; ++k) a[k] *= r;
-        }
-        dmin[iq] = tmin;
-      }
-      const A m = dmin[iq];
+      const A r = st[iq].rebase(-tmin, c);
+      if (r != A(1))
+        for (int64_t k = 0; k < d; ++k) a[k] *= r;
+      const A m = -st[iq].m;   // the nearest squared distance so far
       for (int64_t j = 0; j < len; ++j) {
         const A e = fast_exp((m - d2[j]) * c);
-        l[iq] += e;
+        st[iq].l += e;
         for (int64_t k = 0; k < d; ++k) a[k] += e * tu[j * d + k];
       }
     }
   }
   for (int64_t iq = 0; iq < nq; ++iq)
-    for (int64_t k = 0; k < d; ++k) out[iq * d + k] = acc[iq * d + k] / l[iq];
+    for (int64_t k = 0; k < d; ++k) out[iq * d + k] = acc[iq * d + k] / st[iq].l;
 }
 
 template <typename T>

@@ -18,7 +18,7 @@
 
 #include <vector>
 
-#include "common/op_checks.h"
+#include "common/gmm_score_checks.h"
 #include "common/gmm_score.h"
 #include "common/torch_checks.h"
 #include "cpu_kernel_util.h"
@@ -69,7 +69,8 @@ void score_queries(const Components<A>& c, const AtLevel<A>& lv, const A* x0s, c
     const A x0 = x0s[q], x1 = x1s[q], s2 = SHARED ? lv.s2 : s2s[q];
     // Streaming log-sum-exp, shifted by the running max m of q_k = log phi_k - maha_k / 2 (no log per
     // pair): weight_k = exp(q_k - m) |C_k|^-1/2, logp = m + log(sum weights) - log 2pi.
-    A m = ninf, l = A(0), g0 = A(0), g1 = A(0);
+    OnlineSoftmax<A> st;   // key = q_k
+    A g0 = A(0), g1 = A(0);
     for (int64_t k0 = 0; k0 < K; k0 += kTile) {
       const int64_t len = std::min(kTile, K - k0);
       if constexpr (SHARED) {
@@ -98,22 +99,20 @@ void score_queries(const Components<A>& c, const AtLevel<A>& lv, const A* x0s, c
       for (int64_t j = nfull; j < len; ++j) tmax = std::max(tmax, qv[j]);
       for (int i = 0; i < kLanes; ++i) tmax = std::max(tmax, lane_max[i]);
       if (!(tmax > ninf)) continue;  // only zero-weight components
-      if (tmax > m) {                // online rescale, once per tile
-        const A r = std::exp(m - tmax);
-        l *= r; g0 *= r; g1 *= r;
-        m = tmax;
-      }
+      const A r = st.rebase(tmax);   // online rescale, once per tile
+      g0 *= r; g1 *= r;
+      const A m = st.m;
       A sl = A(0), s0 = A(0), s1 = A(0);
 #pragma omp simd reduction(+ : sl, s0, s1)
       for (int64_t j = 0; j < len; ++j) {  // pass 2: one exp per pair
         const A e = SHARED ? fast_exp(qv[j] - m) : fast_exp(qv[j] - m) * rd[j];
         sl += e; s0 += e * v0[j]; s1 += e * v1[j];
       }
-      l += sl; g0 += s0; g1 += s1;
+      st.l += sl; g0 += s0; g1 += s1;
     }
-    g0s[q] = g0 / l;
-    g1s[q] = g1 / l;
-    lps[q] = m + std::log(l);
+    g0s[q] = g0 / st.l;
+    g1s[q] = g1 / st.l;
+    lps[q] = st.m + std::log(st.l);
   }
 }
 

@@ -11,7 +11,7 @@
 #include <torch/library.h>
 
 #include "common/hash_grid.h"
-#include "common/op_checks.h"
+#include "common/hash_grid_encode_checks.h"
 #include "common/torch_checks.h"
 
 namespace msdfast::cpu {

@@ -8,7 +8,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include "common/op_checks.h"
+#include "common/noise_to_levels_checks.h"
 #include "common/macros.h"
 #include "common/torch_checks.h"
 #include "cpu_kernel_util.h"

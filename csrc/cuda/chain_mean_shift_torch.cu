@@ -3,7 +3,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include "common/op_checks.h"
+#include "common/chain_mean_shift_checks.h"
 #include "common/torch_checks.h"
 #include "cuda/chain_mean_shift_kernel.h"
 #include "cuda/torch_glue.h"

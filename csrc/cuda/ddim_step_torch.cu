@@ -5,7 +5,7 @@
 
 #include <tuple>
 
-#include "common/op_checks.h"
+#include "common/ddim_step_checks.h"
 #include "common/ddim_step.h"
 #include "common/torch_checks.h"
 #include "cuda/ddim_step_kernel.h"

@@ -5,7 +5,7 @@
 
 #include <tuple>
 
-#include "common/op_checks.h"
+#include "common/distill_grad_checks.h"
 #include "common/distill_grad.h"
 #include "common/torch_checks.h"
 #include "cuda/distill_grad_kernel.h"

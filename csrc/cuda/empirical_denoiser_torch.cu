@@ -3,7 +3,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include "common/op_checks.h"
+#include "common/empirical_denoiser_checks.h"
 #include "common/torch_checks.h"
 #include "cuda/empirical_denoiser_kernel.h"
 #include "cuda/torch_glue.h"

@@ -6,7 +6,7 @@
 #include <tuple>
 #include <utility>
 
-#include "common/op_checks.h"
+#include "common/gmm_score_checks.h"
 #include "common/torch_checks.h"
 #include "cuda/gmm_score_kernel.h"
 #include "cuda/torch_glue.h"

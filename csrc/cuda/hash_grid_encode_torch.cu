@@ -4,7 +4,7 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
-#include "common/op_checks.h"
+#include "common/hash_grid_encode_checks.h"
 #include "common/torch_checks.h"
 #include "cuda/hash_grid_encode_kernel.h"
 #include "cuda/torch_glue.h"

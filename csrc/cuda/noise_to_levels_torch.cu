@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "common/op_checks.h"
+#include "common/noise_to_levels_checks.h"
 #include "common/torch_checks.h"
 #include "cuda/noise_to_levels_kernel.h"
 #include "cuda/torch_glue.h"
