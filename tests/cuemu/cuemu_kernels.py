@@ -8,7 +8,7 @@ a test compares the CUDA kernel with the reference directly.
 
 SAN=1 (environment) builds and loads build/cuemu/libkernels_san.so instead: AddressSanitizer + UBSan. The test
 process must then run with the ASan runtime preloaded:
-    SAN=1 LD_PRELOAD=$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \\
+    SAN=1 LD_PRELOAD="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libstdc++.so)" ASAN_OPTIONS=detect_leaks=0 \\
         python -m pytest -q tests/cuemu
 """
 from __future__ import annotations
