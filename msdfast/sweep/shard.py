@@ -102,7 +102,12 @@ def init_process_group(shard: Shard, device: str) -> bool:
     backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(torch.device(device))
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(days=7))
+    timeout = datetime.timedelta(days=7)
+    # torchrun's store outlives a restart (--max-restarts): the previous round's keys -- a dead rank's address
+    # -- are still in it, and a new rank that reads one first fails to connect. Each round gets its own keys.
+    store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+    store = dist.PrefixStore(f"msdfast-sweep/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world, timeout=timeout)
     return True
 
 
