@@ -104,7 +104,8 @@ def init_process_group(shard: Shard, device: str) -> bool:
         torch.cuda.set_device(torch.device(device))
     timeout = datetime.timedelta(days=7)
     # torchrun's store outlives a restart (--max-restarts): the previous round's keys -- a dead rank's address
-    # -- are still in it, and a new rank that reads one first fails to connect. Each round gets its own keys.
+    # -- are still in it, and a new rank that reads one first fails to connect (pytorch/pytorch#135712). Each
+    # round gets its own keys (TORCHELASTIC_RESTART_COUNT: exact on one node; several nodes: README).
     store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
     store = dist.PrefixStore(f"msdfast-sweep/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
     dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world, timeout=timeout)
