@@ -239,6 +239,23 @@ def test_sweep_3d_and_option_values_checked_before_loading(tmp_path: Path, capsy
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["complete"]
 
 
+def test_run_held_by_another_writer_is_left_alone(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from msdfast.runlock import RunLock
+    from msdfast.testing.tiny_sd import tiny_sd_path
+
+    p = _spec(tmp_path, model=str(tiny_sd_path(root=tmp_path.parent)), prompts=["a red apple"], methods=["sds"],
+              settings={"steps": 2, "resolution": 16})
+    runs = expand_runs(load_spec(p))
+    with RunLock(runs[0].folder):            # another writer (flock: a second open file, as another process)
+        assert main(["sweep", str(p)]) == 0
+    assert "2 runs (1 ran, 1 busy)" in capsys.readouterr().out
+    assert [q.name for q in runs[0].folder.iterdir()] == [] and (runs[1].folder / "final.png").exists()
+    assert not (tmp_path / "out" / "summary.json").exists()      # not every run finished: no summary yet
+    assert main(["sweep", str(p)]) == 0
+    assert "2 runs (1 ran, 1 done)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["complete"]
+
+
 @pytest.fixture(scope="module")
 def dist_spec(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """The CI sweep (2 prompts x 2 seeds x 2 methods, tiny SD) and its single-process outputs."""

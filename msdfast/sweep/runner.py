@@ -98,7 +98,14 @@ def run_shard(job: str, runs: Sequence[Run], *, device: str, denoiser: Any = Non
             denoiser = load_denoiser(cfg, device)
         log.info("[%d/%d] %s run %s (%s)", i + 1, len(pending), {"new": "starting", "restart": "restarting",
                  "resume": "resuming"}[state], r.id, r.label)
-        m = run_fn(cfg, resume=state == "resume", overwrite=state == "restart", denoiser=denoiser,
-                   estimator_factory=estimator_factory)
+        try:
+            m = run_fn(cfg, resume=state == "resume", overwrite=state == "restart", denoiser=denoiser,
+                       estimator_factory=estimator_factory)
+        except UserInputError:
+            if not _held_elsewhere(r.folder):
+                raise
+            outcome[r.id] = "busy"    # another process took the folder after our check (e.g. a second launch)
+            log.warning("run %s (%s) was taken by another process; leaving it", r.id, r.label)
+            continue
         outcome[r.id] = "ran" if m["finished"] else "stopped"
     return outcome
