@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import Any
 
 from .errors import UserInputError
 
@@ -47,14 +48,26 @@ def _common_flags() -> argparse.ArgumentParser:
     return p
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to sys.stderr as it is at each record (not the stream of the moment the handler was made), so a
+    replaced or closed stderr (tests, redirect_stderr) never breaks logging."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup_logging(verbose: bool = False, quiet: bool = False) -> logging.Logger:
     """The `msdfast` logger on stderr ("msdfast: message"), INFO by default."""
     log = logging.getLogger("msdfast")
     log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-    if not any(getattr(h, "_msdfast", False) for h in log.handlers):
-        h = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        h = _StderrHandler()
         h.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-        h._msdfast = True  # type: ignore[attr-defined]
         log.addHandler(h)
     log.propagate = False
     return log

@@ -444,16 +444,14 @@ def resolve_config(cls: type, *, flags: Mapping[str, Any], config_file: str | Pa
     cli = coerce_fields(cls, dict(flags), None)
     if options_field:
         cli = _promote(cls, cli, options_field, promoted, "", option_flag)
-        if options_field in cli and options_field in values:
+        if options_field in cli and options_field in values:   # per-method options merge key by key
             cli[options_field] = {**values[options_field], **cli[options_field]}
-        for k in promoted:   # a promoted option on the command line beats the same key in the file's options
-            if k in cli and options_field in values:
-                values[options_field].pop(k, None)
     values.update(cli)
     missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
-        raise UserInputError(f"{flag_name(missing[0], field_metadata(cls).get(missing[0]))}: required (give it on the command line or in --config FILE)")
+        flag = flag_name(missing[0], field_metadata(cls).get(missing[0]))
+        raise UserInputError(f"{flag}: required (give it on the command line or in --config FILE)")
     return cls(**values)
 
 
