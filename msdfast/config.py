@@ -369,7 +369,7 @@ def add_config_arguments(parser: argparse.ArgumentParser | Any, cls: type, *, sk
         help_ = m.get("help", "")
         if f.name in required:
             help_ = (help_ + " " if help_ else "") + "(required)"
-        elif tp is not bool and "default" not in help_:
+        elif tp is not bool and "(default" not in help_:
             help_ = (help_ + " " if help_ else "") + f"(default: {_fmt_default(default)})"
         kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=help_)
         if m.get("metavar"):
