@@ -37,7 +37,7 @@ def test_methods_and_factory_errors(den: GaussianDenoiser) -> None:
         build("csd", den)
     with pytest.raises(TypeError, match="denoiser"):
         build("sds", object())
-    with pytest.raises(TypeError, match="unexpected keyword"):
+    with pytest.raises(ValueError, match="sds: unknown option 'chains'; valid options: clip, "):
         build("sds", den, chains=3)
     with pytest.raises(ValueError, match="t_range"):
         build("sds", den, t_range=(0.9, 0.1))
@@ -117,3 +117,13 @@ def test_vsd_custom_phi_hook(den: GaussianDenoiser) -> None:
     est = build("vsd", den, phi=phi, phi_lr=0.1)
     est(torch.zeros(8, 2), generator=gen(5))
     assert est.phi is phi and phi.b.abs().sum() > 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_build_rejects_an_unknown_option_naming_it(method):
+    """A typo in an option is a one-line UserInputError naming it and listing the valid ones (not a TypeError)."""
+    from msdfast.errors import UserInputError
+    from msdfast.toy.models import tree_denoiser
+
+    with pytest.raises(UserInputError, match=r"unknown option 'guidance_scal'.*valid options:.*guidance_scale"):
+        build(method, tree_denoiser(), guidance_scal=2.0)

@@ -20,39 +20,25 @@ Every estimator has `state_dict()` / `load_state_dict()` for exact checkpoint/re
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from ..denoisers.base import Denoiser
 from ..errors import UserInputError
 from .base import Estimator, GradientEstimate, loss_trick  # noqa: F401
-
-METHODS = ("sds", "sdi", "asd", "vsd", "msd", "dsd")
-
-# method -> (module, class); a method's module is imported when it is first used.
-_REGISTRY: dict[str, tuple[str, str]] = {
-    "sds": ("sds", "SDS"),
-    "asd": ("sds", "ASD"),
-    "sdi": ("sdi", "SDI"),
-    "vsd": ("vsd", "VSD"),
-    "msd": ("msd", "MSD"),
-    "dsd": ("dsd", "DSD"),
-}
-
-
-def estimator_class(method: str) -> type[Estimator]:
-    """The Estimator subclass implementing `method` (one of METHODS); its module is imported on first use."""
-    if not isinstance(method, str) or method.lower() not in _REGISTRY:
-        raise UserInputError(f"method: expected one of {METHODS}, got {method!r}")
-    mod_name, cls_name = _REGISTRY[method.lower()]
-    return getattr(importlib.import_module(f"{__name__}.{mod_name}"), cls_name)
+from .options import option_specs
+from .registry import METHODS, estimator_class
 
 
 def build(method: str, denoiser: Denoiser, **options: Any) -> Estimator:
     """Build the estimator `method` (one of METHODS) on `denoiser` with its options (see each class)."""
     if not isinstance(denoiser, Denoiser):
         raise TypeError(f"denoiser: expected a msdfast Denoiser, got {type(denoiser).__name__}")
-    return estimator_class(method)(denoiser, **options)
+    cls = estimator_class(method)
+    valid = {spec.name for spec in option_specs(method)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise UserInputError(f"{method}: unknown option {unknown[0]!r}; valid options: {', '.join(sorted(valid))}")
+    return cls(denoiser, **options)
 
 
 __all__ = ["METHODS", "build", "estimator_class", "Estimator", "GradientEstimate", "loss_trick"]

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from ..config import coerce, type_name
 from ..errors import UserInputError
-from . import METHODS, estimator_class
+from .registry import METHODS, estimator_class
 
 __all__ = ["OptionSpec", "option_specs", "check_options", "check_option_values", "format_options",
            "resolved_options"]
