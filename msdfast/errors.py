@@ -9,3 +9,12 @@ from __future__ import annotations
 
 class UserInputError(ValueError):
     """Bad input from the user. The message is one line and names the argument, option or file."""
+
+
+def require_packages(what: str, modules: tuple[str, ...], extra: str) -> None:
+    """Raise one UserInputError naming the pip extra when an optional dependency of `what` is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserInputError(f"{what} needs {' and '.join(missing)}; install with: pip install 'msdfast[{extra}]'")

@@ -127,3 +127,18 @@ def test_build_rejects_an_unknown_option_naming_it(method):
 
     with pytest.raises(UserInputError, match=r"unknown option 'guidance_scal'.*valid options:.*guidance_scale"):
         build(method, tree_denoiser(), guidance_scal=2.0)
+
+
+def test_a_missing_optional_package_names_the_extra(monkeypatch):
+    """One mechanism (errors.require_packages) for every optional dependency: one line naming the pip extra."""
+    import importlib.util
+
+    from msdfast.digits.data import load_digits_split
+    from msdfast.errors import UserInputError, require_packages
+
+    require_packages("anything", ("torch",), "x")          # present: no error
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a))
+    with pytest.raises(UserInputError, match=r"^the digits world needs sklearn; install with: "
+                                             r"pip install 'msdfast\[digits\]'$"):
+        load_digits_split()

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cache_dir import default_cache_dir
-from ..errors import UserInputError
+from ..errors import UserInputError, require_packages
 from ..prompts import VIEW_SUFFIXES, PromptEmbeddings
 from ..schedule import VPSchedule
 from .base import Cond, Denoiser
@@ -245,11 +245,7 @@ class StableDiffusionDenoiser(Denoiser):
 
 def _require_diffusers() -> None:
     """One line naming the extra when diffusers/transformers are missing."""
-    import importlib.util
-    missing = [m for m in ("diffusers", "transformers") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UserInputError(f"model: Stable Diffusion needs {' and '.join(missing)}; "
-                             "install them with: pip install 'msdfast[diffusers]'")
+    require_packages("model: Stable Diffusion", ("diffusers", "transformers"), "diffusers")
 
 
 @contextlib.contextmanager

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import require_packages
+
 __all__ = ["DigitsSplit", "load_digits_split", "upsample", "to_rgb", "to_gray", "RESOLUTION", "SPLIT_SEED",
            "HELDOUT_FRACTION"]
 
@@ -52,6 +54,7 @@ def to_gray(rgb: torch.Tensor) -> torch.Tensor:
 
 def load_digits_split(resolution: int = RESOLUTION) -> DigitsSplit:
     """The fixed train / held-out split of scikit-learn's digits, upsampled to `resolution`."""
+    require_packages("the digits world", ("sklearn",), "digits")
     from sklearn.datasets import load_digits
 
     d = load_digits()

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..denoisers.base import Cond
+from ..errors import require_packages
 
 LORA_RANK = 4
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -45,12 +46,7 @@ class LoRAVariationalUNet(nn.Module):
 
     def __init__(self, sd: Any, rank: int = LORA_RANK, seed: int = 0) -> None:
         super().__init__()
-        try:
-            import diffusers  # noqa: F401
-            import peft  # noqa: F401
-        except ImportError as e:   # pragma: no cover - diffusers/peft are the SD extras
-            raise ImportError(f"VSD on Stable Diffusion needs diffusers and peft ({e}); "
-                              "pip install 'msdfast[diffusers]'") from e
+        require_packages("VSD on Stable Diffusion", ("diffusers", "peft"), "diffusers")
         object.__setattr__(self, "sd", sd)    # not a submodule: its weights are the frozen denoiser's
         # A fixed-seed init that leaves the global RNG streams untouched: a lazily built eps_phi must not shift a
         # resumed run's random draws (pipelines checkpoint the global RNG).
