@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -30,24 +29,6 @@ from pathlib import Path
 BUSY = "import time\nend = time.time() + {secs}\nwhile time.time() < end:\n    pass\n"
 SPIN_LAUNCH = "import sys, torch\nfrom msdfast.cli import main\nraise SystemExit(main(sys.argv[1:]))\n"
 VARIANTS = ("default", "threads-1", "spin-default")
-
-
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
-                                       cwd=Path(__file__).parent).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def run_toy(variant: str, toy_args: list[str], busy: bool, out: Path) -> float:
@@ -92,9 +73,10 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     med = {(v, b): statistics.median(w for v2, b2, _, w, _ in rows if (v2, b2) == (v, b))
            for v, b, *_ in rows}
+    from msdfast.bench.harness import emit_report, machine_line
+
     lines = [f"# `msdfast toy` on a shared machine (issue 18 item 1)", "",
-             f"commit {_commit()}; {_cpu_name()}, {len(os.sched_getaffinity(0))} CPUs usable; "
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; toy args: `{' '.join(a.toy_args) or '(defaults)'}`;"
+             f"{machine_line()}; toy args: `{' '.join(a.toy_args) or '(defaults)'}`;"
              f" {a.rounds} interleaved rounds.", "",
              f"Command: `python benchmarks/shared_machine.py --rounds {a.rounds}{' --idle' if a.idle else ''}"
              f"{' -- ' + ' '.join(a.toy_args) if a.toy_args else ''}`", "",
@@ -110,10 +92,7 @@ def main() -> int:
         if ("spin-default", b) in med and ("threads-1", b) in med:
             lines.append(f"{b}: spinning default / --threads 1 = "
                          f"{med[('spin-default', b)] / med[('threads-1', b)]:.2f}x")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
+    emit_report("\n".join(lines) + "\n", a.out)
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -44,7 +43,7 @@ def main() -> int:
     p.add_argument("--out", default=None)
     a = p.parse_args()
 
-    from msdfast.provenance import git_commit
+    from msdfast.bench.harness import emit_report, machine_line
     from msdfast.testing.tiny_sd import tiny_sd_path
 
     tmp = Path(tempfile.mkdtemp(prefix="sweep_bench_"))
@@ -69,19 +68,14 @@ def main() -> int:
         times["separate"].append(t)
         print(f"round {r}: sweep {times['sweep'][-1]:.1f} s, separate {t:.1f} s", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    load = os.getloadavg()[0]
     lines = [f"# msdfast sweep vs one process per run (tiny SD, CPU, {n} runs of {a.steps} SDS steps at 16 px)", "",
-             f"commit {git_commit()}, {platform.node()}, {os.cpu_count()} CPUs, 1-min load {load:.1f}, "
-             f"{a.rounds} rounds, OMP_NUM_THREADS=1", "",
+             f"{machine_line()}; {a.rounds} rounds, OMP_NUM_THREADS=1", "",
              "| variant | wall s (median) | runs/hour | ratio to separate |", "|---|---|---|---|"]
     for k in ("separate", "sweep"):
         lines.append(f"| {k} | {med[k]:.1f} | {3600 * n / med[k]:.0f} | {med['separate'] / med[k]:.2f} |")
     lines += ["", f"command: python benchmarks/sweep_throughput.py --rounds {a.rounds} --seeds {a.seeds} "
               f"--steps {a.steps}", ""]
-    text = "\n".join(lines)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
+    emit_report("\n".join(lines), a.out)
     return 0
 
 

@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 from unittest import mock
 
 import torch
 
 import msdfast
+from msdfast.bench.harness import emit_report, machine_line
 from msdfast.pipelines import threed
 from msdfast.pipelines.threed import ThreeDConfig, distill_3d
 from msdfast.testing.tiny_sd import tiny_sd_path
@@ -72,17 +70,8 @@ def main() -> int:
             print(f"round {r} {v:8s}: median step {med * 1e3:7.1f} ms, samples evaluated {ev:.2f}, load {load:.1f}",
                   flush=True)
     meds = {v: statistics.median(x[0] for x in res[v]) for v in VARIANTS}
-    try:
-        commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
-                                         cwd=Path(__file__).parent).strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "?"
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
     lines = ["# `msdfast 3d` step on the CPU (issue 18 item 2)", "",
-             f"commit {commit}; {cpu}; torch {torch.__version__}, {torch.get_num_threads()} threads, ISA "
-             f"{torch.backends.cpu.get_cpu_capability()}; msdfast {msdfast.__version__}; "
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+             f"{machine_line()}; msdfast {msdfast.__version__}", "",
              f"Command: `OMP_NUM_THREADS={torch.get_num_threads()} python benchmarks/threed_step.py --rounds "
              f"{a.rounds} --steps {a.steps}` (tiny SD, "
              "`msdfast 3d` defaults otherwise: 64 px, 64 samples/ray, 16-level 2^19 hash grid, MSD)", "",
@@ -93,10 +82,7 @@ def main() -> int:
                      f"{statistics.mean(x[1] for x in res[v]):.2f} | {', '.join(f'{x[2]:.1f}' for x in res[v])} |")
     lines += ["", f"**before / default = {meds['before'] / meds['default']:.2f}x** (target >= 3x); "
               f"before / fused = {meds['before'] / meds['fused']:.2f}x (the optimiser alone)."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
+    emit_report("\n".join(lines) + "\n", a.out)
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,18 +94,16 @@ def stream_bandwidth(repeats: int = 10, array_bytes: int | None = None) -> dict[
 
 
 def commit() -> str:
-    """The source checkout's commit (with '+dirty' for local changes), else the package version."""
+    """The source checkout's commit (provenance.git_commit, short), else the package version."""
     import msdfast
 
-    root = Path(msdfast.__file__).resolve().parent.parent
-    try:
-        sha = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
-                                      stderr=subprocess.DEVNULL).strip()
-        dirty = subprocess.call(["git", "diff", "--quiet", "HEAD", "--", "msdfast", "csrc"], cwd=root,
-                                stderr=subprocess.DEVNULL) != 0
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
+    from ..provenance import git_commit
+
+    full = git_commit()
+    if full is None:
         return f"msdfast {msdfast.__version__} (no checkout)"
+    sha, _, dirty = full.partition("-")
+    return sha[:12] + ("-" + dirty if dirty else "")
 
 
 def machine() -> dict[str, Any]:
@@ -124,3 +121,17 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "llc_mib": llc_bytes() / 1024 ** 2,
             "wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"), "load_avg": os.getloadavg()[0],
             "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def machine_line() -> str:
+    """One line for a results file: commit, CPU, usable CPUs, threads, ISA, torch, date, load average now."""
+    m = machine()
+    return (f"commit {m['commit']}; {m['cpu']}, {m['usable_cpus']} CPUs usable; torch {m['torch']}, "
+            f"{m['threads']} threads, ISA {m['isa']}; {m['date']}; 1-min load {m['load_avg']:.1f}")
+
+
+def emit_report(text: str, out: str | None) -> None:
+    """Print a benchmark's markdown report and write it to `out` when given."""
+    print(text)
+    if out:
+        Path(out).write_text(text)
