@@ -15,11 +15,9 @@ from msdfast.testing.tiny_sd import tiny_sd_path  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    from msdfast.denoisers.sd import load_stable_diffusion
-
-    root = tmp_path_factory.getbasetemp()
-    return load_stable_diffusion(tiny_sd_path(root=root), cache_dir=root / "cache")
+def host(den):  # noqa: ANN001, ANN201
+    """The tiny random SD denoiser of conftest.py."""
+    return den
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,12 @@ pytest.importorskip("peft")
 from msdfast.estimators import build  # noqa: E402
 from msdfast.estimators.vsd import VariationalNet  # noqa: E402
 from msdfast.estimators.vsd_lora import LORA_RANK, LoRAVariationalUNet  # noqa: E402
-from msdfast.testing.tiny_sd import tiny_sd_path  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    from msdfast.denoisers.sd import load_stable_diffusion
-
-    root = tmp_path_factory.getbasetemp()
-    return load_stable_diffusion(tiny_sd_path(root=root), cache_dir=root / "cache")
+def tiny(den):  # noqa: ANN001, ANN201
+    """The tiny random SD denoiser of conftest.py."""
+    return den
 
 
 def _inputs(tiny, B: int = 2, seed: int = 0):  # noqa: ANN001, ANN202
