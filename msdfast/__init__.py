@@ -9,7 +9,7 @@ _threads.prepare_environment()
 
 from . import _backend, ops, schedule  # noqa: E402,F401
 
-_threads.apply_default_threads()
+_threads.apply_at_import()
 from .schedule import VPSchedule  # noqa: E402,F401
 
 

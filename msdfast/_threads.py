@@ -24,10 +24,11 @@ import sys
 from pathlib import Path
 
 __all__ = ["prepare_environment", "cpu_quota", "available_cpus", "default_threads", "apply_default_threads",
-           "wait_policy"]
+           "wait_policy", "apply_at_import", "raise_startup_error"]
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _policy_set_before_runtime: str | None = None
+_startup_error: Exception | None = None   # a bad MSDFAST_NUM_THREADS seen at import by the `msdfast` command
 
 
 def prepare_environment() -> None:
@@ -139,3 +140,33 @@ def apply_default_threads() -> None:
         return
     if os.environ.get("MSDFAST_NUM_THREADS") or n < torch.get_num_threads():
         torch.set_num_threads(n)
+
+
+def _invoked_as_cli() -> bool:
+    """True when this process is the `msdfast` command: its console script or `python -m msdfast[.cli]`."""
+    if sys.argv and os.path.basename(sys.argv[0]) in ("msdfast", "msdfast.exe"):
+        return True
+    orig = list(getattr(sys, "orig_argv", []))
+    return any(a == "-m" and b in ("msdfast", "msdfast.cli") for a, b in zip(orig, orig[1:]))
+
+
+def apply_at_import() -> None:
+    """apply_default_threads() as `import msdfast` runs it. A bad MSDFAST_NUM_THREADS raises UserInputError here
+    (a library import), except in the `msdfast` command, whose console script imports the package before its
+    main() can catch anything: there the error is kept and main() reports it as one line (raise_startup_error)."""
+    global _startup_error
+    from .errors import UserInputError
+
+    try:
+        apply_default_threads()
+    except UserInputError as err:
+        if not _invoked_as_cli():
+            raise
+        _startup_error = err
+
+
+def raise_startup_error() -> None:
+    """Raise the error apply_at_import() kept for the `msdfast` command, if any (cli.main calls this first)."""
+    if _startup_error is not None:
+        raise _startup_error
+

@@ -14,6 +14,7 @@ import logging
 import sys
 from typing import Any
 
+from . import _threads
 from .errors import UserInputError
 
 # name -> (module, help). Each module defines add_arguments(parser) and run(args) -> int.
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     prog = "msdfast" + (f" {argv[0]}" if argv and argv[0] in SUBCOMMANDS else "")
     try:
+        _threads.raise_startup_error()   # a bad MSDFAST_NUM_THREADS, seen when `import msdfast` ran
         args = _build_parser(argv).parse_args(argv)
         setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
         mod = importlib.import_module(SUBCOMMANDS[args.command][0])

@@ -68,3 +68,31 @@ def test_bad_forced_count_names_the_variable(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("MSDFAST_NUM_THREADS", "two")
     with pytest.raises(UserInputError, match="MSDFAST_NUM_THREADS"):
         _threads.default_threads()
+
+
+def _env(**extra: str) -> dict[str, str]:
+    import os
+
+    full = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS",
+                                                             "MSDFAST_NUM_THREADS")}
+    full.update(extra)
+    return full
+
+
+@pytest.mark.parametrize("value", ["abc", "0"])
+def test_bad_forced_count_is_one_line_and_exit_2_in_the_cli(value: str) -> None:
+    """`msdfast` imports the package (which reads MSDFAST_NUM_THREADS) before main() runs: the error must still
+    be main()'s one line and exit 2, not an import traceback."""
+    proc = subprocess.run([sys.executable, "-m", "msdfast", "toy", "--help"], env=_env(MSDFAST_NUM_THREADS=value),
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MSDFAST_NUM_THREADS" in lines[0] and repr(value) in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_forced_count_raises_at_library_import() -> None:
+    """A library user (not the `msdfast` command) gets the UserInputError from `import msdfast` itself."""
+    proc = subprocess.run([sys.executable, "-c", "import msdfast"], env=_env(MSDFAST_NUM_THREADS="abc"),
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "UserInputError: MSDFAST_NUM_THREADS" in proc.stderr, proc.stderr
