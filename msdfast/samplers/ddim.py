@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from .. import ops
 from .guidance import Guidance, guided_step
 
 
@@ -18,11 +19,12 @@ def ddim_sample(guidance: Guidance, z: torch.Tensor, num_steps: int, *, eta: flo
     eta = 0: DDIM (Song et al. 2021 eq. 12); eta = 1: DDPM ancestral sampling.
     """
     pairs = guidance.schedule.sampling_pairs(num_steps, spacing, t_start=t_start)
-    for t, t_next in tqdm(pairs, disable=not progress, desc="sample", leave=False):
-        noise = None
-        if eta:
-            noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-        z = guided_step(guidance, z, t, t_next, eta=eta, noise=noise, tag="sample")
+    with ops.checks_once():   # the fused step's arguments are validated at the first step
+        for t, t_next in tqdm(pairs, disable=not progress, desc="sample", leave=False):
+            noise = None
+            if eta:
+                noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+            z = guided_step(guidance, z, t, t_next, eta=eta, noise=noise, tag="sample")
     return z
 
 
@@ -36,9 +38,10 @@ def ddim_invert(guidance: Guidance, x: torch.Tensor, num_steps: int, t_end: int,
     pairs = guidance.schedule.inversion_pairs(num_steps, t_end)
     z = x
     traj = [(-1, x)]
-    for t, t_next in pairs:
-        # t = -1 (clean data) has no model input: evaluate at timestep 0, as diffusers' inverse scheduler.
-        z = guided_step(guidance, z, t, t_next, eval_t=max(t, 0), tag="invert")
-        traj.append((t_next, z))
+    with ops.checks_once():   # the fused step's arguments are validated at the first step
+        for t, t_next in pairs:
+            # t = -1 (clean data) has no model input: evaluate at timestep 0, as diffusers' inverse scheduler.
+            z = guided_step(guidance, z, t, t_next, eval_t=max(t, 0), tag="invert")
+            traj.append((t_next, z))
     return traj if trajectory else z
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from .. import ops
 from .guidance import Guidance, GuidedEps, step
 
 __all__ = ["edm_sigmas", "edm_sample"]
@@ -46,15 +47,16 @@ def edm_sample(guidance: Guidance, x: torch.Tensor, num_steps: int = 32, *, sigm
         raise ValueError("x: expected a batch tensor [B, ...]")
     sig = edm_sigmas(num_steps, sigma_min, sigma_max, rho).tolist()
     traj = [x]
-    for i, (s, s_next) in enumerate(tqdm(list(zip(sig[:-1], sig[1:])), disable=not progress, desc="edm",
-                                         leave=False)):
-        pred = guidance.predict(x, s, ve=True, tag="sample")
-        x_next = step(guidance, x, pred, s, s_next, ve=True)
-        if heun and s_next > 0:
-            pred_next = guidance.predict(x_next, s_next, ve=True, tag="sample")
-            mean = GuidedEps(0.5 * (pred.combined() + pred_next.combined()), None)
-            x_next = step(guidance, x, mean, s, s_next, ve=True)
-        x = x_next
-        if trajectory:
-            traj.append(x)
+    with ops.checks_once():   # the fused step's arguments are validated at the first step
+        for i, (s, s_next) in enumerate(tqdm(list(zip(sig[:-1], sig[1:])), disable=not progress, desc="edm",
+                                             leave=False)):
+            pred = guidance.predict(x, s, ve=True, tag="sample")
+            x_next = step(guidance, x, pred, s, s_next, ve=True)
+            if heun and s_next > 0:
+                pred_next = guidance.predict(x_next, s_next, ve=True, tag="sample")
+                mean = GuidedEps(0.5 * (pred.combined() + pred_next.combined()), None)
+                x_next = step(guidance, x, mean, s, s_next, ve=True)
+            x = x_next
+            if trajectory:
+                traj.append(x)
     return traj if trajectory else x

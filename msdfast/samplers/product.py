@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import torch
 
+from .. import ops
 from ..denoisers.base import Denoiser
 from ..denoisers.gmm import GMMDenoiser
 from ..errors import UserInputError
@@ -188,15 +189,16 @@ def naive_product(guidance: Guidance, x: torch.Tensor, lam: float, options: Naiv
     grid = product_grid(guidance, o.steps, o.t_top)
     xr = Denoiser.repeat_cond(x, o.chains)
     z = torch.randn(xr.shape, generator=generator, device=dev, dtype=x.dtype)
-    for t, tn in zip(grid[::-1][:-1], grid[::-1][1:]):
-        kernel = None   # the kernel score's eps-form term, added to the guided eps by the shared step
-        if _in(t, o.kernel_interval):
-            if o.naive_form == "eq12":
-                kernel = -((xr - z) / (lam * lam))
-            else:
-                a, s = sch.alpha(t, device=dev).to(x.dtype), sch.sigma(t, device=dev).to(x.dtype)
-                kernel = -(s * (a * xr - z) / (lam * lam))
-        z = guided_step(guidance, z, t, tn, offset=kernel, tag="msd-naive")
+    with ops.checks_once():   # the fused step's arguments are validated at the first step
+        for t, tn in zip(grid[::-1][:-1], grid[::-1][1:]):
+            kernel = None   # the kernel score's eps-form term, added to the guided eps by the shared step
+            if _in(t, o.kernel_interval):
+                if o.naive_form == "eq12":
+                    kernel = -((xr - z) / (lam * lam))
+                else:
+                    a, s = sch.alpha(t, device=dev).to(x.dtype), sch.sigma(t, device=dev).to(x.dtype)
+                    kernel = -(s * (a * xr - z) / (lam * lam))
+            z = guided_step(guidance, z, t, tn, offset=kernel, tag="msd-naive")
     return z, {"grid": grid}
 
 
@@ -280,10 +282,11 @@ def stable_product(guidance: Guidance, x: torch.Tensor, lam: float, options: Sta
     # construction, so its chains start from pure noise.
     d0 = decay_of(desc[0], desc[1]) if _in(desc[0], o.kernel_interval) and o.kernel_time != "noised" else 1.0
     z = cT + (eps - cT) * d0
-    for t, tn in zip(desc[:-1], desc[1:]):
-        active = _in(t, o.kernel_interval)
-        z = guided_step(guidance, z, t, tn, center=centers[tn] if active else None,
-                        decay=decay_of(t, tn) if active else 1.0, tag="msd-stable")
+    with ops.checks_once():   # the fused step's arguments are validated at the first step
+        for t, tn in zip(desc[:-1], desc[1:]):
+            active = _in(t, o.kernel_interval)
+            z = guided_step(guidance, z, t, tn, center=centers[tn] if active else None,
+                            decay=decay_of(t, tn) if active else 1.0, tag="msd-stable")
     return z, {"grid": grid}
 
 
@@ -309,9 +312,10 @@ def posterior_product(guidance: Guidance, x: torch.Tensor, lam: float, options: 
     n = min(int(options.steps), t_lam + 1)   # spacing >= 1: no repeated timesteps
     ts = torch.linspace(t_lam, 0, n, dtype=torch.float64).round().long().tolist() if n > 1 else [t_lam]
     pairs = list(zip(ts, ts[1:] + [-1]))
-    for t, tn in pairs:
-        noise = torch.randn(z.shape, generator=generator, device=dev, dtype=x.dtype)
-        z = guided_step(guidance, z, t, tn, eta=1.0, noise=noise, tag="msd-posterior")
+    with ops.checks_once():   # the fused step's arguments are validated at the first step
+        for t, tn in pairs:
+            noise = torch.randn(z.shape, generator=generator, device=dev, dtype=x.dtype)
+            z = guided_step(guidance, z, t, tn, eta=1.0, noise=noise, tag="msd-posterior")
     return z, {"t_lambda": t_lam, "lambda_eff": lam_eff, "pairs": pairs}
 
 
