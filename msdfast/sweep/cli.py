@@ -4,6 +4,7 @@ array tasks (msdfast.sweep.shard), then the summary (msdfast.sweep.summary).
     msdfast sweep sweep.yaml --dry-run                    # the run list: id, shard, state, method, seed, ...
     msdfast sweep sweep.yaml                              # everything in this process
     torchrun --standalone --nproc_per_node=4 -m msdfast sweep sweep.yaml   # one shard per rank (GPU i: rank i)
+    msdfast sweep sweep.yaml --runs-per-batch 8           # 8 runs per denoiser call (lockstep)
     msdfast sweep sweep.yaml --collect                    # (re)write the summary from the run folders
 """
 from __future__ import annotations
@@ -27,6 +28,10 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the run list (with this process's shard) and exit")
     p.add_argument("--collect", action="store_true",
                    help="write summary.json / summary.md / contact_sheet.png from the run folders and exit")
+    p.add_argument("--runs-per-batch", type=int, default=1, metavar="K",
+                   help="advance K runs of this process's shard in lockstep, ONE denoiser evaluation per solver step "
+                        "for all of them (the throughput lever on a GPU); each run equals its solo run up to the "
+                        "model's float round-off at another batch size (default 1: one run at a time)")
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -37,6 +42,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     from .spec import expand_runs, load_spec
     from .summary import collect
 
+    if args.runs_per_batch < 1:
+        raise UserInputError(f"--runs-per-batch: must be >= 1, got {args.runs_per_batch}")
     spec = load_spec(args.spec)
     runs = expand_runs(spec, source=args.spec)
     shard = shard_from_env()
@@ -75,7 +82,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     created = init_process_group(shard, device)
     try:
         mine = take_shard(runs, shard)
-        outcome = run_shard(spec.job, mine, device=device)
+        outcome = run_shard(spec.job, mine, device=device, runs_per_batch=args.runs_per_batch)
         barrier(shard)
     finally:
         if created:

@@ -69,15 +69,18 @@ def _held_elsewhere(folder: Path) -> bool:
 
 
 def run_shard(job: str, runs: Sequence[Run], *, device: str, denoiser: Any = None,
-              estimator_factory: Any = None) -> dict[str, str]:
+              estimator_factory: Any = None, runs_per_batch: int = 1) -> dict[str, str]:
     """Run (or resume, or skip) every run of this shard; returns {run id: what happened}.
 
     denoiser: the loaded model (default: loaded once here, from the first pending run's settings -- the load
     settings are the same for every run of a sweep: msdfast.sweep.spec.LOAD_KEYS).
+    runs_per_batch: K > 1 advances K runs in lockstep, one denoiser evaluation per solver step for all of them
+    (msdfast.denoisers.lockstep): slot j of K takes the pending runs j, j + K, j + 2K, ... in order.
     """
     from ..pipelines.common import load_denoiser
 
-    _, run_fn = job_api(job)
+    if runs_per_batch < 1:
+        raise UserInputError(f"--runs-per-batch: must be >= 1, got {runs_per_batch}")
     outcome: dict[str, str] = {}
     pending = []
     for r in runs:
@@ -91,21 +94,75 @@ def run_shard(job: str, runs: Sequence[Run], *, device: str, denoiser: Any = Non
             pending.append((r, _clear_unstarted(r.folder) if state == "restart" else state))
     log.info("%d runs in this shard: %d done, %d to run", len(runs), sum(v == "done" for v in
              outcome.values()), len(pending))
-    for i, (r, state) in enumerate(pending):
-        cfg = r.config
-        cfg.device = device
-        if denoiser is None:
-            denoiser = load_denoiser(cfg, device)
-        log.info("[%d/%d] %s run %s (%s)", i + 1, len(pending), {"new": "starting", "restart": "restarting",
-                 "resume": "resuming"}[state], r.id, r.label)
+    if not pending:
+        return outcome
+    for r, _ in pending:
+        r.config.device = device
+    if denoiser is None:
+        denoiser = load_denoiser(pending[0][0].config, device)
+    slots = min(runs_per_batch, len(pending))
+    if slots == 1:
+        for i, item in enumerate(pending):
+            _one_run(job, item, i, len(pending), denoiser, estimator_factory, outcome)
+        return outcome
+    return _run_lockstep(job, pending, slots, denoiser, estimator_factory, outcome)
+
+
+def _one_run(job: str, item: tuple[Run, str], i: int, n: int, denoiser: Any, estimator_factory: Any,
+             outcome: dict[str, str]) -> None:
+    """Run one pending run through its job's run function, recording what happened in `outcome`."""
+    _, run_fn = job_api(job)
+    r, state = item
+    log.info("[%d/%d] %s run %s (%s)", i + 1, n, {"new": "starting", "restart": "restarting",
+             "resume": "resuming"}[state], r.id, r.label)
+    try:
+        m = run_fn(r.config, resume=state == "resume", overwrite=state == "restart", denoiser=denoiser,
+                   estimator_factory=estimator_factory)
+    except UserInputError:
+        if not _held_elsewhere(r.folder):
+            raise
+        outcome[r.id] = "busy"    # another process took the folder after our check (e.g. a second launch)
+        log.warning("run %s (%s) was taken by another process; leaving it", r.id, r.label)
+        return
+    outcome[r.id] = "ran" if m["finished"] else "stopped"
+
+
+def _run_lockstep(job: str, pending: list[tuple[Run, str]], slots: int, denoiser: Any, estimator_factory: Any,
+                  outcome: dict[str, str]) -> dict[str, str]:
+    """`slots` threads, one BatchMember each, run the pending runs K at a time in lockstep (run_shard's doc).
+
+    A failing run stops its slot (its later runs are not started) and every slot's later runs; the runs already
+    going finish, then the first failure is raised. Finished runs stay finished: a restart skips them.
+    """
+    import threading
+
+    from ..denoisers.lockstep import LockstepBatcher
+
+    batcher = LockstepBatcher(denoiser)
+    members = [batcher.join() for _ in range(slots)]   # all joined before any thread starts: no early fire
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def slot(j: int) -> None:
+        member = members[j]
         try:
-            m = run_fn(cfg, resume=state == "resume", overwrite=state == "restart", denoiser=denoiser,
-                       estimator_factory=estimator_factory)
-        except UserInputError:
-            if not _held_elsewhere(r.folder):
-                raise
-            outcome[r.id] = "busy"    # another process took the folder after our check (e.g. a second launch)
-            log.warning("run %s (%s) was taken by another process; leaving it", r.id, r.label)
-            continue
-        outcome[r.id] = "ran" if m["finished"] else "stopped"
+            for i in range(j, len(pending), slots):
+                if stop.is_set():
+                    break
+                with member.serialized_setup():
+                    _one_run(job, pending[i], i, len(pending), member, estimator_factory, outcome)
+        except BaseException as e:  # noqa: BLE001 -- re-raised in the calling thread below
+            errors.append(e)
+            stop.set()
+        finally:
+            member.leave()
+
+    threads = [threading.Thread(target=slot, args=(j,), name=f"msdfast-run-slot-{j}") for j in range(slots)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.info("lockstep: %d runs in %d slots, %d batched evaluations", len(pending), slots, batcher.calls)
+    if errors:
+        raise errors[0]
     return outcome
