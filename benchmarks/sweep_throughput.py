@@ -7,8 +7,8 @@
 Each round runs both variants one after the other (same machine state), each as real subprocesses timed by
 wall clock from launch to exit; the ratio is separate / sweep of the per-variant medians over rounds. On the tiny
 model the per-run cost saved is mostly the process start and imports (the UNet is milliseconds); with a real
-Stable Diffusion the saved model load is larger, the saved fraction smaller for long runs. `--runs-per-batch`
-(K runs per denoiser call) is not implemented, so there is no K column.
+Stable Diffusion the saved model load is larger, the saved fraction smaller for long runs. K runs per denoiser
+call (`--runs-per-batch K`): benchmarks/runs_per_batch.py.
 """
 from __future__ import annotations
 
