@@ -43,7 +43,11 @@ def _spec(tmp_path: Path, name: str = "spec.json", **kw: Any) -> Path:
     ({"seeds": [0, 0]}, "seeds: lists a value twice"),
     ({"methods": []}, "methods: must list at least one value"),
     ({"methods": ["sds", "nope"]}, "methods: 'nope' is not a method"),
-    ({"job": "digits"}, "job: 'digits' is not supported by msdfast sweep yet"),
+    ({"job": "digits"}, "prompts: job digits is prompted by `classes` (digits 0-9), not prompts"),
+    ({"job": "digits", "prompts": [], "classes": [3, 11]}, "classes: expected digits 0-9, got 11"),
+    ({"job": "digits", "prompts": [], "classes": [3, 3]}, "classes: lists a value twice"),
+    ({"job": "digits", "prompts": []}, "classes: must list at least one digit"),
+    ({"classes": [3]}, "classes: only job digits takes classes (job image takes prompts)"),
     ({"job": "toy"}, "job: 'toy' is not supported by msdfast sweep yet"),
     ({"bogus": 1}, "unknown key 'bogus'"),
     ({"settings": {"stepz": 3}}, "settings: unknown key 'stepz'"),
@@ -321,3 +325,38 @@ def test_killed_rank_restarts_and_completes_identically(dist_spec: tuple[Path, d
     assert "all 8 runs finished" in log
     assert "resuming run " + killed in log     # the killed run continued from its checkpoint
     _assert_same(single, _outputs(out))
+
+
+def test_digits_sweep_reports_the_classifier_metrics(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Job digits: the shipped model, prompts from classes, the study's settings; the summary's accuracy and
+    confidence are the evaluation classifier's on each final.png -- checked with real held-out digits put in place
+    of two runs' images (the right digit scores 1, another digit 0)."""
+    from PIL import Image
+
+    from msdfast.digits.data import load_digits_split
+    from msdfast.digits.model import prompt_for
+
+    p = _spec(tmp_path, prompts=[], model="", job="digits", classes=[3, 7], methods=["sds"], seeds=[0, 1],
+              settings={"steps": 2, "ckpt_every": 0, "snapshot_every": 0})
+    spec = load_spec(p)
+    assert spec.model == "digits" and spec.prompts == [prompt_for(3), prompt_for(7)]
+    runs = expand_runs(spec)
+    assert runs[0].config.field == "grid" and runs[0].config.lr == pytest.approx(0.03) and runs[0].config.steps == 2
+    assert main(["sweep", str(p), "--runs-per-batch", "2"]) == 0
+    assert "4 runs (4 ran)" in capsys.readouterr().out
+    split = load_digits_split()
+    real = {c: split.heldout_images[split.heldout_labels == c][0] for c in (3, 7)}
+    assert [r.prompt_index for r in runs[:2]] == [0, 0]     # runs 0 and 1: prompt 0 (a 3), seeds 0 and 1
+    for r, digit in ((runs[0], 3), (runs[1], 7)):
+        Image.fromarray((real[digit].numpy() * 255).round().astype("uint8")).convert("RGB").save(r.folder / "final.png")
+    assert main(["sweep", str(p), "--collect"]) == 0
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    by_id = {x["id"]: x for x in s["runs"]}
+    assert by_id[runs[0].id]["accuracy"] == 1.0 and by_id[runs[0].id]["confidence"] > 0.9
+    assert by_id[runs[1].id]["accuracy"] == 0.0 and by_id[runs[1].id]["confidence"] < 0.1
+    g = s["groups"][0]
+    accs = [x["accuracy"] for x in s["runs"]]
+    assert g["n"] == 4 and g["accuracy"]["mean"] == pytest.approx(sum(accs) / 4)
+    assert g["diversity"] is not None and g["diversity"] > 0
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| accuracy | confidence | diversity |" in md

@@ -1,9 +1,9 @@
 """A sweep SPEC (YAML or JSON) and the list of runs it stands for.
 
-    job: image                      # image or 3d (digits, toy: not supported by the sweep yet)
+    job: image                      # image, 3d or digits (toy: not supported by the sweep yet)
     model: /models/sd15             # a local diffusers folder, a built-in name or a cached hub id
     out: sweeps/fruit               # the sweep folder: runs/<id>/ per run, summary.*, contact_sheet.png
-    prompts: [a red apple, a green pear]
+    prompts: [a red apple, a green pear]     # (job digits: `classes: [3, 7]` instead, the study's prompts)
     seeds: [0, 1, 2]
     methods: [sds, msd, dsd]
     settings: {steps: 400, resolution: 256}        # the job's settings, the same in every run
@@ -13,6 +13,11 @@
 Every key is checked against its type, and every run's job config (msdfast.pipelines.image.ImageConfig, ...) is
 built from the settings through msdfast.config and validated, before any model loads; errors name the file and
 the key ("sweep.yaml: grid.steps[1]: expected an integer, got 'x'").
+
+Job `digits` is the image job on the digits model msdfast ships (`model` defaults to `digits`), prompted with
+`classes` (digits 0-9, msdfast.digits.model.prompt_for) and starting from the digits study's settings (hash-grid
+field, lr 0.03, 30 steps; `settings` overrides them); its summary adds the evaluation classifier's metrics
+(msdfast.sweep.summary).
 
 The runs are prompts x seeds x methods x grid combinations, in that nesting order (a stable order: the shards
 of msdfast.sweep.shard are slices of it). A run's id is the first 12 hex digits of the SHA-256 of its resolved
@@ -37,8 +42,9 @@ __all__ = ["SweepSpec", "Run", "JOBS", "load_spec", "expand_runs", "run_id", "LO
 
 # job -> (module, config class, run function); the run function is the one `msdfast <job>` calls.
 JOBS = {"image": ("msdfast.pipelines.image", "ImageConfig", "distill_image"),
-        "3d": ("msdfast.pipelines.threed", "ThreeDConfig", "distill_3d")}
-_NOT_YET = ("digits", "toy")
+        "3d": ("msdfast.pipelines.threed", "ThreeDConfig", "distill_3d"),
+        "digits": ("msdfast.pipelines.image", "ImageConfig", "distill_image")}
+_NOT_YET = ("toy",)
 # Settings that decide how the ONE denoiser of a process is loaded: fixed for the whole sweep (not in the grid).
 LOAD_KEYS = ("model", "device", "dtype", "variant", "compile", "unet_backend")
 # Settings a run gets from the spec's own lists or from the sweep (never in `settings` or `grid`).
@@ -50,9 +56,10 @@ class SweepSpec:
     """The keys of a sweep SPEC file (module doc)."""
 
     job: str = option(choices=tuple(JOBS) + _NOT_YET, help="the job every run is")
-    model: str = option(help="the model of every run (loaded once per process)")
-    prompts: list[str] = option(help="text prompts")
     methods: list[str] = option(help="score-distillation methods")
+    model: str = option("", help="the model of every run (loaded once per process; job digits: `digits`)")
+    prompts: list[str] = option(default_factory=list, help="text prompts (job digits: from `classes`)")
+    classes: list[int] = option(default_factory=list, help="job digits: the digits to prompt (0-9)")
     seeds: list[int] = option(default_factory=lambda: [0], help="seeds")
     out: str = option("sweeps/sweep", help="sweep folder")
     settings: dict[str, Any] = option(default_factory=dict, help="the job's settings, the same for every run")
@@ -112,6 +119,12 @@ def load_spec(path: str | Path) -> SweepSpec:
     except UserInputError as e:   # load_config_file names --config; here the file is the SPEC argument
         raise UserInputError(str(e).replace("--config ", "SPEC ", 1)) from None
     spec = dataclass_from_mapping(SweepSpec, data, source=str(p))
+    if spec.job == "digits":
+        _digits_prompts(spec, p)
+    elif spec.classes:
+        raise UserInputError(f"{p}: classes: only job digits takes classes (job {spec.job} takes prompts)")
+    if not spec.model:
+        raise UserInputError(f"{p}: missing required key 'model'")
     for key in ("prompts", "seeds", "methods"):
         vals = getattr(spec, key)
         if not vals:
@@ -119,6 +132,27 @@ def load_spec(path: str | Path) -> SweepSpec:
         if len(set(vals)) != len(vals):
             raise UserInputError(f"{p}: {key}: lists a value twice ({vals!r})")
     return spec
+
+
+def _digits_prompts(spec: SweepSpec, source: Path) -> None:
+    """Job digits: prompts from `classes`, the shipped model by default, the study's settings under the spec's."""
+    from ..digits.model import prompt_for
+    from ..digits.study import DEFAULT_STEPS, FIELD_LR
+
+    if spec.prompts:
+        raise UserInputError(f"{source}: prompts: job digits is prompted by `classes` (digits 0-9), not prompts")
+    if not spec.classes:
+        raise UserInputError(f"{source}: classes: must list at least one digit (0-9)")
+    bad = [c for c in spec.classes if not 0 <= c <= 9]
+    if bad:
+        raise UserInputError(f"{source}: classes: expected digits 0-9, got {bad[0]!r}")
+    if len(set(spec.classes)) != len(spec.classes):
+        raise UserInputError(f"{source}: classes: lists a value twice ({spec.classes!r})")
+    spec.prompts = [prompt_for(c) for c in spec.classes]
+    spec.model = spec.model or "digits"
+    field = spec.settings.get("field", "grid")
+    spec.settings = {"field": "grid", "lr": FIELD_LR.get(field, FIELD_LR["grid"]), "steps": DEFAULT_STEPS,
+                     **spec.settings}
 
 
 def _check_keys(cfg_cls: type, keys: Any, where: str, *, grid: bool) -> None:

@@ -6,6 +6,12 @@ seconds of the steps and the steps done, as mean and spread (sample standard dev
 group's runs (its seeds and prompts; n says how many). summary.json also lists every run's own values; a run
 that is not finished is listed as missing and left out of the statistics.
 
+Job digits adds the evaluation classifier's view of each final.png (msdfast.digits.classifier; the image taken
+to gray and to the classifier's 32 px): `accuracy` (1 when the argmax class is the prompted digit), `confidence`
+(the softmax probability of the prompted digit) -- per run, and mean and spread per group -- and per group
+`diversity`, the mean pairwise distance of the classifier's features among one digit's seeds, averaged over the
+digits (msdfast.digits.metrics.diversity; DSD's point is that it grows).
+
 The contact sheet has one row per prompt and one column per (method, variant, seed), each cell the run's
 final.png labelled with its column; a missing run is a grey cell.
 """
@@ -22,6 +28,7 @@ from .spec import Run, SweepSpec
 __all__ = ["collect", "run_metrics", "METRICS"]
 
 METRICS = ("final_loss", "total_nfe", "nfe_per_step", "seconds", "steps_done")
+DIGITS_METRICS = ("accuracy", "confidence")
 
 
 def run_metrics(run: Run) -> dict[str, Any] | None:
@@ -53,9 +60,14 @@ def collect(spec: SweepSpec, runs: Sequence[Run]) -> dict[str, Any]:
     """Write summary.json, summary.md and contact_sheet.png into spec.out; returns the summary."""
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
+    finished = {r.id: m for r in runs if (m := run_metrics(r)) is not None}
+    metrics, diversity = METRICS, {}
+    if spec.job == "digits":
+        metrics += DIGITS_METRICS
+        diversity = _digits_metrics(spec, [r for r in runs if r.id in finished], finished)
     per_run, groups = [], {}
     for r in runs:
-        m = run_metrics(r)
+        m = finished.get(r.id)
         per_run.append({"id": r.id, "folder": str(r.folder.relative_to(out)), "prompt": spec.prompts[r.prompt_index],
                         "seed": r.seed, "method": r.method, "variant": r.variant, "finished": m is not None,
                         **(m or {})})
@@ -65,11 +77,13 @@ def collect(spec: SweepSpec, runs: Sequence[Run]) -> dict[str, Any]:
         else:
             g["runs"].append(m)
     table = []
-    for g in groups.values():
+    for key, g in groups.items():
         row = {"method": g["method"], "variant": g["variant"], "n": len(g["runs"]), "missing": g["missing"]}
-        for k in METRICS:
+        for k in metrics:
             xs = [m[k] for m in g["runs"] if m[k] is not None]
             row[k] = _mean_std(xs) if xs else None
+        if spec.job == "digits":
+            row["diversity"] = diversity.get(key)
         table.append(row)
     summary = {"job": spec.job, "model": spec.model, "prompts": spec.prompts, "seeds": spec.seeds,
                "complete": all(p["finished"] for p in per_run), "groups": table, "runs": per_run}
@@ -77,6 +91,40 @@ def collect(spec: SweepSpec, runs: Sequence[Run]) -> dict[str, Any]:
     write_atomic(out / "summary.md", _markdown(summary).encode())
     _contact_sheet(spec, runs, out / "contact_sheet.png")
     return summary
+
+
+def _digits_metrics(spec: SweepSpec, done: Sequence[Run],
+                    metrics: dict[str, dict[str, Any]]) -> dict[tuple[str, str], float | None]:
+    """Add the classifier's accuracy and confidence to the metrics of every finished run in `done`; returns each
+    group's diversity (None below two seeds of a digit) (module doc)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ..digits.classifier import load_classifier
+    from ..digits.data import RESOLUTION
+    from ..digits.metrics import diversity
+
+    if not done:
+        return {}
+    gray = []
+    for r in done:
+        with Image.open(r.folder / "final.png") as im:
+            im = im.convert("L").resize((RESOLUTION, RESOLUTION), Image.BILINEAR)
+            gray.append(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0))
+    labels = torch.tensor([spec.classes[r.prompt_index] for r in done])
+    net = load_classifier()
+    with torch.no_grad():
+        feats = net.features(torch.stack(gray))
+        prob = net.head(feats).softmax(-1)
+    for i, r in enumerate(done):
+        metrics[r.id].update(accuracy=float(prob[i].argmax() == labels[i]), confidence=float(prob[i, labels[i]]))
+    out: dict[tuple[str, str], float | None] = {}
+    for key in dict.fromkeys(_group_key(r) for r in done):
+        idx = [i for i, r in enumerate(done) if _group_key(r) == key]
+        d = diversity(feats[idx], labels[idx])
+        out[key] = None if d != d else d     # nan: no digit with two seeds in the group
+    return out
 
 
 def _fmt(stat: dict[str, float] | None, digits: int = 4) -> str:
@@ -87,16 +135,23 @@ def _fmt(stat: dict[str, float] | None, digits: int = 4) -> str:
 
 def _markdown(s: dict[str, Any]) -> str:
     done = sum(r["finished"] for r in s["runs"])
+    digits = s["job"] == "digits"
     lines = [f"# Sweep summary: {s['job']}, {done}/{len(s['runs'])} runs finished", "",
              f"model `{s['model']}`; {len(s['prompts'])} prompts x {len(s['seeds'])} seeds {s['seeds']}; "
              "mean ± sample std over each group's runs (seeds and prompts).", "",
-             "| method | variant | n | missing | final loss | NFE | NFE/step | seconds | steps |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| method | variant | n | missing | final loss | NFE | NFE/step | seconds | steps |"
+             + (" accuracy | confidence | diversity |" if digits else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if digits else "")]
     for g in s["groups"]:
         var = " ".join(f"{k}={json.dumps(v)}" for k, v in g["variant"].items()) or "-"
         lines.append(f"| {g['method']} | {var} | {g['n']} | {g['missing']} | {_fmt(g['final_loss'])} | "
                      f"{_fmt(g['total_nfe'], 6)} | {_fmt(g['nfe_per_step'])} | {_fmt(g['seconds'], 3)} | "
-                     f"{_fmt(g['steps_done'], 6)} |")
+                     f"{_fmt(g['steps_done'], 6)} |"
+                     + (f" {_fmt(g['accuracy'], 3)} | {_fmt(g['confidence'], 3)} | "
+                        f"{'-' if g['diversity'] is None else format(g['diversity'], '.3g')} |" if digits else ""))
+    if digits:
+        lines += ["", "accuracy / confidence: the evaluation classifier on each final.png (prompted digit); diversity: "
+                  "mean pairwise classifier-feature distance among one digit's seeds."]
     lines += ["", "Prompts:", ""] + [f"{i}. {p}" for i, p in enumerate(s["prompts"])] + [""]
     return "\n".join(lines)
 
