@@ -1,20 +1,23 @@
 // msdfast_bench::stream_mix -- not an op of the library: the memory-traffic yardstick of `msdfast bench kernels`
 // (msdfast/bench), in its own namespace so the op conventions (reference, fake kernel, dispatch) do not apply.
 //
-//   stream_mix(inputs, n_outputs): every output = sum of the inputs, elementwise, in ONE pass.
+//   stream_mix(inputs, n_outputs) -> [n_outputs, numel]: every output row = the sum of the inputs, elementwise,
+//   in ONE pass.
 //
 // It makes exactly the memory traffic of an ideal one-pass elementwise op with R = len(inputs) float32 input
 // streams and W = n_outputs output streams of the same length: every input element read once, every output
-// element written once into a fresh at::empty tensor (so the allocator hands it the same memory it hands the
-// op's outputs), tiles of every stream interleaved, split over threads with the latent kernels' 32k-element
-// grain, and (almost) no arithmetic. An op with the same R:W mix moves at least these bytes in the same pattern
-// and does more work per byte, so its time is >= this kernel's: the bandwidth bound of that op's table row.
+// element written once into ONE fresh at::empty tensor (so the allocator hands it memory as it does the op's
+// outputs), all streams advancing together element by element, split over threads with the latent kernels'
+// 32k-element grain, and no arithmetic beyond the sum. An op with the same reads and writes moves at least these
+// bytes in the same pattern and does more work per byte, so its time is >= this kernel's: the bandwidth bound
+// of that op's table row.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include <algorithm>
+#include <array>
+#include <utility>
 #include <vector>
 
 #include "common/macros.h"
@@ -23,26 +26,46 @@
 namespace msdfast_bench {
 namespace {
 
-constexpr int64_t kTile = 2048;                          // floats per stream per tile (the sum stays in L1)
-constexpr int64_t kGrainTiles = (int64_t(1) << 15) / kTile;  // >= 32k elements per task, as the kernels
+constexpr int kMaxIn = 8, kMaxOut = 4;
+constexpr int64_t kGrain = int64_t(1) << 15;   // elements per parallel task, as the latent kernels
 
+// All R input streams and W output streams advance together, element by element, as in the ops' fused loops
+// (the hardware prefetchers see R + W continuous streams); the constants make the loop over streams unroll and
+// `omp simd` vectorises the element loop (the streams do not alias: fresh outputs).
+template <int R, int W>
 MSDFAST_ISA_CLONES
-void add_into(float* MSDFAST_RESTRICT acc, const float* MSDFAST_RESTRICT src, int64_t n, bool first) {
-  if (first) {
-    for (int64_t j = 0; j < n; ++j) acc[j] = src[j];
-  } else {
-    for (int64_t j = 0; j < n; ++j) acc[j] += src[j];
+void mix_span(const float* const* src, float* const* dst, int64_t lo, int64_t n) {
+  const float* s[R];
+  float* d[W];
+  for (int k = 0; k < R; ++k) s[k] = src[k] + lo;
+  for (int k = 0; k < W; ++k) d[k] = dst[k] + lo;
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    float acc = s[0][j];
+    for (int k = 1; k < R; ++k) acc += s[k][j];
+    for (int k = 0; k < W; ++k) d[k][j] = acc;
   }
 }
 
-MSDFAST_ISA_CLONES
-void store(float* MSDFAST_RESTRICT dst, const float* MSDFAST_RESTRICT acc, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) dst[j] = acc[j];
+using SpanFn = void (*)(const float* const*, float* const*, int64_t, int64_t);
+
+template <int R, int... Ws>
+constexpr std::array<SpanFn, sizeof...(Ws)> row(std::integer_sequence<int, Ws...>) {
+  return {&mix_span<R, Ws + 1>...};
 }
 
-std::vector<at::Tensor> stream_mix(at::TensorList inputs, int64_t n_outputs) {
-  TORCH_CHECK(!inputs.empty(), "stream_mix: inputs: expected at least one tensor");
-  TORCH_CHECK(n_outputs >= 1, "stream_mix: n_outputs: expected >= 1, got ", n_outputs);
+template <int... Rs>
+constexpr std::array<std::array<SpanFn, kMaxOut>, sizeof...(Rs)> table(std::integer_sequence<int, Rs...>) {
+  return {row<Rs + 1>(std::make_integer_sequence<int, kMaxOut>{})...};
+}
+
+constexpr auto kSpans = table(std::make_integer_sequence<int, kMaxIn>{});   // kSpans[R - 1][W - 1]
+
+at::Tensor stream_mix(at::TensorList inputs, int64_t n_outputs) {
+  const int64_t n_in = static_cast<int64_t>(inputs.size());
+  TORCH_CHECK(1 <= n_in && n_in <= kMaxIn, "stream_mix: inputs: expected 1 to ", kMaxIn, " tensors, got ", n_in);
+  TORCH_CHECK(1 <= n_outputs && n_outputs <= kMaxOut, "stream_mix: n_outputs: expected 1 to ", kMaxOut, ", got ",
+              n_outputs);
   const int64_t numel = inputs[0].numel();
   std::vector<const float*> src;
   for (const at::Tensor& t : inputs) {
@@ -50,28 +73,20 @@ std::vector<at::Tensor> stream_mix(at::TensorList inputs, int64_t n_outputs) {
                 "stream_mix: inputs: expected contiguous float32 CPU tensors of one size");
     src.push_back(t.const_data_ptr<float>());
   }
-  std::vector<at::Tensor> outs;
+  // ONE fresh allocation holding the W outputs (as noise_to_levels' levels; an op with W separate outputs pays
+  // W - 1 more allocations than this yardstick, which keeps it a bound)
+  at::Tensor out = at::empty({n_outputs, numel}, inputs[0].options());
   std::vector<float*> dst;
-  for (int64_t j = 0; j < n_outputs; ++j) {
-    outs.push_back(at::empty({numel}, inputs[0].options()));
-    dst.push_back(outs.back().mutable_data_ptr<float>());
-  }
-  const int64_t ntiles = (numel + kTile - 1) / kTile;
-  at::parallel_for(0, ntiles, kGrainTiles, [&](int64_t t0, int64_t t1) {
-    alignas(64) float acc[kTile];
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t lo = t * kTile, n = std::min(kTile, numel - lo);
-      for (size_t k = 0; k < src.size(); ++k) add_into(acc, src[k] + lo, n, k == 0);
-      for (float* d : dst) store(d + lo, acc, n);
-    }
-  });
-  return outs;
+  for (int64_t j = 0; j < n_outputs; ++j) dst.push_back(out.mutable_data_ptr<float>() + j * numel);
+  const SpanFn span = kSpans[n_in - 1][n_outputs - 1];
+  at::parallel_for(0, numel, kGrain, [&](int64_t lo, int64_t hi) { span(src.data(), dst.data(), lo, hi - lo); });
+  return out;
 }
 
 }  // namespace
 
 TORCH_LIBRARY(msdfast_bench, m) {
-  m.def("stream_mix(Tensor[] inputs, int n_outputs) -> Tensor[]");
+  m.def("stream_mix(Tensor[] inputs, int n_outputs) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(msdfast_bench, CPU, m) { m.impl("stream_mix", &stream_mix); }

@@ -1,8 +1,12 @@
 """The benchmarked ops: for each, inputs, the plain-PyTorch reference (timed eagerly and compiled by inductor),
-the fused kernel through the public API and through torch.ops directly, and the bytes one call must move.
+the fused kernel through the public API and through torch.ops directly, and the memory streams one call moves.
 
-bytes (memory-bound ops) = every input element read once + every output element written once, float32: the
-traffic of an ideal one-pass kernel, the same convention as the STREAM bound it is compared with.
+Memory-bound ops also name the float32 arrays one call reads (`reads(*args)`) and how many arrays of the same
+size it writes (`writes`), each element read or written once (checked against csrc/cpu: ddim_step reads z, eps_c,
+eps_u, center and writes z_out; distill_grad reads eps_c, eps_target, eps_u, x and writes g, target;
+chain_mean_shift reads the N chains of y and x and writes g; noise_to_levels reads x, eps and writes L levels).
+bytes = 4 x (elements read + elements written): the traffic of an ideal one-pass kernel. The row's bound kernel
+(msdfast.bench.run_case, "mix") reads the very same arrays and writes as many.
 """
 from __future__ import annotations
 
@@ -34,10 +38,19 @@ class Case:
     reference: Callable[..., Any]
     kernel: Callable[..., Any]
     raw: Callable[..., Any] | None = None
-    bytes: int | None = None
+    reads: Callable[..., list[torch.Tensor]] | None = None   # args -> the float32 arrays one call reads
+    writes: int = 0                                          # arrays of the reads' size one call writes
     post: Callable[[Any], Any] | None = None
     check: Callable[[Any, Any], None] | None = None
     tol: float = 1e-5
+
+    def traffic(self, args: tuple) -> tuple[list[torch.Tensor], int] | None:
+        """(arrays read, bytes moved) of one call on args, None for ops that are not memory-bound. The arrays are
+        equally long (n elements); bytes = 4 n (arrays read + arrays written)."""
+        if self.reads is None:
+            return None
+        arrays = self.reads(*args)
+        return arrays, 4 * arrays[0].numel() * (len(arrays) + self.writes)
 
     def call(self, fn: Callable[..., Any], args: tuple) -> Any:
         out = fn(*args)
@@ -51,7 +64,6 @@ def _first(out: Any) -> torch.Tensor:
 def _latent_cases(shape: tuple[int, ...]) -> list[Case]:
     sch = VPSchedule.stable_diffusion()
     B = shape[0]
-    n = int(torch.tensor(shape).prod())
     lbl = "x".join(map(str, shape))
     t = torch.linspace(981, 21, B).round().long()
     step_coef = ops.step_coefficients(B, sch.alpha(t), sch.sigma(t), sch.alpha(t - 20), sch.sigma(t - 20),
@@ -85,23 +97,23 @@ def _latent_cases(shape: tuple[int, ...]) -> list[Case]:
         Case("ddim_step", lbl, ddim,
              lambda z, ec, eu, k, c: reference.ddim_step(z, ec, eu, k, c, None, False)[0],
              lambda z, ec, eu, k, c: ops.ddim_step(z, ec, k, eps_u=eu, center=c),
-             lambda z, ec, eu, k, c: torch.ops.msdfast.ddim_step(z, ec, eu, k, c, None, False)[0],
-             bytes=5 * 4 * n),
+             lambda z, ec, eu, k, c: torch.ops.msdfast.ddim_step.default(z, ec, eu, k, c, None, False)[0],
+             reads=lambda z, ec, eu, k, c: [z, ec, eu, c], writes=1),
         Case("distill_grad", lbl, dgrad,
              lambda ec, et, eu, k, x: reference.distill_grad(ec, et, eu, k, x, 1.0)[:2],
              lambda ec, et, eu, k, x: ops.distill_grad(ec, et, k, eps_u=eu, x=x, clip=1.0)[:2],
-             lambda ec, et, eu, k, x: torch.ops.msdfast.distill_grad(ec, et, eu, k, x, 1.0)[:2],
-             bytes=6 * 4 * n),
+             lambda ec, et, eu, k, x: torch.ops.msdfast.distill_grad.default(ec, et, eu, k, x, 1.0)[:2],
+             reads=lambda ec, et, eu, k, x: [ec, et, eu, x], writes=2),
         Case("chain_mean_shift", lbl, cms,
              lambda y, x: reference.chain_mean_shift(y, x, N_CHAINS),
              lambda y, x: ops.chain_mean_shift(y, x),
-             lambda y, x: torch.ops.msdfast.chain_mean_shift(y, x, N_CHAINS),
-             bytes=(N_CHAINS + 2) * 4 * n),
+             lambda y, x: torch.ops.msdfast.chain_mean_shift.default(y, x, N_CHAINS),
+             reads=lambda y, x: [*y.view(N_CHAINS, -1).unbind(0), x.view(-1)], writes=1),
         Case("noise_to_levels", lbl, ntl,
              lambda x, e, a, s: reference.noise_to_levels(x, e, a, s),
              lambda x, e, a, s: ops.noise_to_levels(x, e, a, s),
-             lambda x, e, a, s: torch.ops.msdfast.noise_to_levels(x, e, a, s),
-             bytes=(2 + N_LEVELS) * 4 * n),
+             lambda x, e, a, s: torch.ops.msdfast.noise_to_levels.default(x, e, a, s),
+             reads=lambda x, e, a, s: [x, e], writes=N_LEVELS),
     ]
 
 
@@ -114,7 +126,7 @@ def _gmm_case(M: int, K: int, dtype: torch.dtype) -> Case:
                 torch.rand(M, generator=g, dtype=dtype) * 0.5)
 
     return Case("gmm_score", f"M{M}-K{K}-{str(dtype)[6:]}", make, reference.gmm_score, ops.gmm_score,
-                torch.ops.msdfast.gmm_score, tol=1e-4,
+                torch.ops.msdfast.gmm_score.default, tol=1e-4,
                 check=lambda a, b: torch.testing.assert_close(a[1], b[1], rtol=1e-4, atol=1e-4))
 
 
@@ -129,7 +141,7 @@ def _ideal_case(M: int, N: int) -> Case:
         return torch.randn(M, 2, generator=g), torch.randn(N, 2, generator=g), torch.full((M,), 0.1)
 
     return Case("ideal_denoiser", f"{M:.0e}x{N:.0e}".replace("+0", ""), make, _naive_ideal, ops.empirical_denoiser,
-                torch.ops.msdfast.empirical_denoiser, tol=1e-4)
+                torch.ops.msdfast.empirical_denoiser.default, tol=1e-4)
 
 
 def _hash_case() -> Case:
