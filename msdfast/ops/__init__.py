@@ -117,8 +117,9 @@ def checks_once() -> Iterator[None]:
 
     Inside the block, the first call of ddim_step / distill_grad / chain_mean_shift / noise_to_levels with a
     given argument pattern (op + which optional tensors are given) runs the full checks (so bad input raises
-    the same one-line error at loop entry); later calls with that pattern go straight to the backend (~8 us
-    less per call at 2x4x64x64 on the CPU, where a fused step takes ~10 us). The contract: within the block, a
+    the same one-line error at loop entry); later calls with that pattern go straight to the backend (the
+    wrapper's cost over the raw op drops from ~4 us to ~1 us at 2x4x64x64 on the CPU, where the fused step takes
+    ~6 us: benchmarks/results/op_wrapper_overhead.md). The contract: within the block, a
     call's tensors have the shapes, dtypes and devices of the first call with its pattern -- what a sampling
     loop over one batch does. (The compiled kernels still check their arguments in C++.) Per thread; nests.
     """
