@@ -127,5 +127,8 @@ def test_interleave_and_stream_shapes() -> None:
     out = interleave({"a": lambda i: calls.append(("a", i)), "b": lambda i: calls.append(("b", i))}, 3, 2)
     assert len(out["a"].times) == 3 and len(calls) == 12
     assert calls[:4] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)] and calls[4][0] == "b"   # rotating order
+    calls.clear()
+    out = interleave({"a": lambda i: calls.append("a"), "b": lambda i: calls.append("b")}, 2, {"a": 3, "b": 1})
+    assert calls.count("a") == 6 and calls.count("b") == 2 and len(out["b"].times) == 2   # per-variant counts
     bw = stream_bandwidth(repeats=2, array_bytes=1 << 20)
     assert bw["bound"] == max(bw["read"], bw["copy"], bw["triad"]) > 0

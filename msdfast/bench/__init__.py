@@ -56,11 +56,13 @@ BLOCK_SECONDS = 0.02    # wall time of one timed block (calls per block chosen f
 MIX_BLOCKS = 3          # timed blocks per round of the bound kernel ("mix")
 
 
-def _per_block_calls(fn: Any, sets: list[tuple], post_case: Case) -> int:
+def _per_block_calls(fn: Any) -> int:
+    """Calls of fn(i) per timed block: about BLOCK_SECONDS of work, from one timed (post-warm-up) call. Each
+    variant gets its own count, so a fast kernel's block averages many calls instead of the reference's one."""
     import time
 
     t0 = time.perf_counter()
-    post_case.call(fn, sets[0])
+    fn(0)
     dt = time.perf_counter() - t0
     return max(1, min(500, int(BLOCK_SECONDS / max(dt, 1e-7))))
 
@@ -155,8 +157,8 @@ def run_case(case: Case, mode: str, rounds: int, inductor: bool) -> dict[str, An
         except Exception as exc:  # noqa: BLE001 -- e.g. inductor without a C++ compiler
             notes.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}")
             del fns[name]
-    calls = _per_block_calls(case.reference, sets, case)
     with ops.checks_once():   # `kernel` as a sampler loop calls it (its warm-up call above was fully checked)
+        calls = {k: _per_block_calls(v[0]) for k, v in fns.items()}
         timed = interleave({k: v[0] for k, v in fns.items()}, rounds, calls)
     mix = [timed.pop(k) for k in list(timed) if k.startswith("mix.")]
     if mix:
@@ -216,7 +218,8 @@ def table(data: dict[str, Any]) -> str:
              "float32 arrays read and W written once; the row's bound = the faster of the STREAM rates above and "
              "`mix`: a one-pass kernel reading the arrays the op reads (its own input sets, in its cycle) and "
              "writing as many fresh arrays as it writes, with no arithmetic (msdfast_bench::stream_mix), best of "
-             "3 blocks in each of the row's interleaved rounds -- the same traffic with less work, so <= 100% up to "
+             "3 blocks in each of the row's interleaved rounds (every block ~20 ms of one variant's calls) -- the same "
+             "traffic with less work, so <= 100% up to "
              "timing noise. kernel = the public call inside "
              "ops.checks_once() (as the sampler loops call it); raw = torch.ops.msdfast.<op>.default. CPU share "
              "< 0.8 marks a contended row.",

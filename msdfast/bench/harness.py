@@ -1,6 +1,6 @@
 """Timing on a shared machine: interleaved variants, a STREAM-like bandwidth bound, the machine's description.
 
-* `interleave(variants, rounds, calls)`: every round times each variant for `calls` calls, in a rotating order,
+* `interleave(variants, rounds, calls)`: every round times each variant for its `calls` calls, in a rotating order,
   so drifting background load hits all variants alike; it also records the process's CPU share of each block
   (process CPU time / (wall time x threads)): well below 1 means other processes took the cores (contended).
 * `stream_bandwidth()`: the machine's bandwidth, best of several repeats of three STREAM-like kernels over
@@ -44,19 +44,22 @@ class Samples:
         return statistics.median(self.cpu_share)
 
 
-def interleave(variants: dict[str, Callable[[int], Any]], rounds: int, calls: int) -> dict[str, Samples]:
-    """Time fn(i) (i = call index, for cycling input sets) of every variant, interleaved round by round."""
+def interleave(variants: dict[str, Callable[[int], Any]], rounds: int,
+               calls: int | dict[str, int]) -> dict[str, Samples]:
+    """Time fn(i) (i = call index, for cycling input sets) of every variant, interleaved round by round; `calls`
+    per timed block, one count for all variants or one per variant."""
     out = {k: Samples() for k in variants}
     names = list(variants)
+    per = calls if isinstance(calls, dict) else dict.fromkeys(names, calls)
     threads = max(1, torch.get_num_threads())
     for r in range(rounds):
         for k in names[r % len(names):] + names[:r % len(names)]:
-            fn = variants[k]
+            fn, n = variants[k], per[k]
             c0, t0 = time.process_time(), time.perf_counter()
-            for i in range(calls):
+            for i in range(n):
                 fn(i)
             wall = time.perf_counter() - t0
-            out[k].times.append(wall / calls)
+            out[k].times.append(wall / n)
             out[k].cpu_share.append((time.process_time() - c0) / max(wall * threads, 1e-12))
     return out
 
