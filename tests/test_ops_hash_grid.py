@@ -138,3 +138,31 @@ def test_direct_op_callers_get_params_gradients(backend):
     (out * w).sum().backward()
     (reference.hash_grid_encode(x, p_ref, *args) * w).sum().backward()
     torch.testing.assert_close(p_op.grad, p_ref.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif("compiled" not in FAST, reason="msdfast._C not built")
+def test_cpu_backward_reuses_a_large_gradient_block_zeroed() -> None:
+    """A gradient of >= 4 MiB (the NeRF's table: 50 MB) reuses the block of the previous, freed gradient instead of
+    page-faulting a fresh one in each step; it must come back zeroed: the second backward, on other points,
+    equals the reference exactly where the first one wrote too."""
+    need("hash_grid_encode", "compiled", "cpu")
+    enc = HashGridEncoding(3, {"n_levels": 2, "n_features_per_level": 2, "log2_hashmap_size": 19,
+                               "base_resolution": 16, "per_level_scale": 8.0}, seed=0)
+    n = enc.params.numel()
+    assert n * 4 >= 4 << 20
+    F = enc.n_features_per_level
+    op = torch.ops.msdfast.hash_grid_encode_backward.default
+    grads, ptrs = [], []
+    for seed in (5, 6, 7):
+        x = _points(300, 3, "cpu", seed=seed)
+        go = torch.randn(300, 2 * F, generator=torch.Generator().manual_seed(seed))
+        args = (go, x, n, *enc.grid, F, 0)
+        g = op(*args)
+        ptrs.append(g.data_ptr())
+        assert torch.equal(g, reference.hash_grid_encode_backward(*args))   # deterministic scatter: exact
+        grads.append(g.nonzero().numel())
+        del g                                                              # as zero_grad(set_to_none=True)
+    assert ptrs[0] == ptrs[1] == ptrs[2] and min(grads) > 0
+    kept = op(*args)       # a live gradient is never handed out twice
+    other = op(*args)
+    assert kept.data_ptr() != other.data_ptr() and torch.equal(kept, other)
