@@ -1,5 +1,6 @@
 """Small gmm_score calls on a shared machine: the toy's tree-sized mixture (K = 1016 components, float64) at a few
-query counts M, timed at 1 and 2 threads, on an idle machine and beside one busy process (a Python spin loop).
+query counts M, timed at 1 and 2 threads, with the machine as it is and with one more busy process beside it (a
+Python spin loop); the 1-minute load average before each block says what "as it is" was.
 Each (M, threads) cell runs in its own subprocess (the thread count is fixed at start); median of 7 blocks of 20
 calls, ms per call. csrc/cpu/gmm_score.cpp gives a parallel task >= 2^17 query x component pairs, so M <= 128
 (<= 130k pairs) runs inline on one thread.
@@ -58,7 +59,8 @@ def main() -> None:
                 time.sleep(1.0)
             for m in SIZES:
                 t1, t2 = _cell(1, m), _cell(2, m)
-                rows.append(f"| {'one busy process' if busy else 'idle'} | {m} | {m * K / 1e3:.0f}k | "
+                rows.append(f"| {'+ one busy process' if busy else 'as is'} (load {os.getloadavg()[0]:.1f}) | {m} | "
+                            f"{m * K / 1e3:.0f}k | "
                             f"{t1 * 1e3:.2f} | {t2 * 1e3:.2f} | {t2 / t1:.2f} |")
         finally:
             if spinner is not None:
