@@ -48,7 +48,14 @@ def _spec(tmp_path: Path, name: str = "spec.json", **kw: Any) -> Path:
     ({"job": "digits", "prompts": [], "classes": [3, 3]}, "classes: lists a value twice"),
     ({"job": "digits", "prompts": []}, "classes: must list at least one digit"),
     ({"classes": [3]}, "classes: only job digits takes classes (job image takes prompts)"),
-    ({"job": "toy"}, "job: 'toy' is not supported by msdfast sweep yet"),
+    ({"job": "toy"}, "prompts: job toy runs the study's `columns`"),
+    ({"columns": ["tree/ideal"]}, "columns: only job toy takes columns"),
+    ({"job": "toy", "prompts": [], "columns": ["tree/bogus"], "methods": ["sds"], "settings": {}},
+     "column: 'tree/bogus': denoiser: expected one of"),
+    ({"job": "toy", "prompts": [], "columns": ["tree/ideal"], "methods": ["msd"], "settings": {}},
+     "methods: 'msd' is not a method (one of ddim, sds"),
+    ({"job": "toy", "prompts": [], "columns": ["tree/ideal"], "methods": ["sds"], "settings": {"grid": 0}},
+     "grid: must be >= 1"),
     ({"bogus": 1}, "unknown key 'bogus'"),
     ({"settings": {"stepz": 3}}, "settings: unknown key 'stepz'"),
     ({"settings": {"steps": "many"}}, "settings: steps: expected an integer"),
@@ -360,3 +367,35 @@ def test_digits_sweep_reports_the_classifier_metrics(tmp_path: Path, capsys: pyt
     assert g["diversity"] is not None and g["diversity"] > 0
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "| accuracy | confidence | diversity |" in md
+
+
+def test_toy_sweep_cells_equal_the_study_protocol(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Job toy: each run is one cell of the toy study (column, row, seed); its points and metrics are exactly
+    what msdfast.toy.protocol's optimise + evaluate give for that cell; groups are per column."""
+    import numpy as np
+
+    from msdfast.toy.protocol import METHOD_SPECS, ColumnSpec, ProtocolConfig, build_world, evaluate, optimise
+
+    settings = {"steps": 3, "grid": 6, "n_data": 300}
+    p = _spec(tmp_path, prompts=[], model="", job="toy", columns=["tree/ideal", "spiral/ideal"],
+              methods=["sds", "msd-tweedie"], seeds=[0, 1], settings=settings)
+    assert main(["sweep", str(p), "--runs-per-batch", "2"]) == 2
+    assert "--runs-per-batch: job toy runs one cell at a time" in capsys.readouterr().err
+    assert main(["sweep", str(p)]) == 0
+    assert "8 runs (8 ran)" in capsys.readouterr().out
+    runs = expand_runs(load_spec(p))
+    r = next(x for x in runs if x.prompt_index == 1 and x.method == "msd-tweedie" and x.seed == 1)
+    cfg = ProtocolConfig(**settings, seed=1)
+    world = build_world(ColumnSpec("spiral", "ideal"), cfg)
+    ref = optimise(world, METHOD_SPECS["msd-tweedie"], cfg, 1)
+    np.testing.assert_array_equal(np.load(r.folder / "points.npy"), ref.points)
+    m = json.loads((r.folder / "metrics.json").read_text())
+    assert m["nll"] == evaluate(world, ref.points)["nll"] and m["total_nfe"] == ref.nfe
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [(g["prompt"], g["method"], g["n"]) for g in s["groups"]] == [
+        ("tree/ideal", "sds", 2), ("tree/ideal", "msd-tweedie", 2), ("spiral/ideal", "sds", 2),
+        ("spiral/ideal", "msd-tweedie", 2)]
+    g = s["groups"][3]
+    nlls = [x["nll"] for x in s["runs"] if x["prompt"] == "spiral/ideal" and x["method"] == "msd-tweedie"]
+    assert g["nll"]["mean"] == pytest.approx(sum(nlls) / 2) and m["nll"] in nlls
+    assert "| column | method |" in (tmp_path / "out" / "summary.md").read_text()

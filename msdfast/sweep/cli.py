@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from typing import Any
 
 from ..atomic import write_atomic
 from ..config import config_to_dict
@@ -34,12 +35,29 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
                         "model's float round-off at another batch size (default 1: one run at a time)")
 
 
+def _check_before_loading(spec: Any, runs: list[Any], source: str) -> None:
+    """The model argument and every run's estimator option values (on the model's noise schedule), before the
+    model loads."""
+    from ..pipelines.common import _check_option_values as check_option_values, check_model_arg
+
+    check_model_arg(spec.model, "model")
+    checked = set()
+    for r in runs:
+        key = (r.method, json.dumps(r.config.estimator_options(), sort_keys=True, default=str))
+        if key not in checked:
+            checked.add(key)
+            try:
+                check_option_values(r.config)
+            except UserInputError as e:
+                raise UserInputError(f"{source}: run ({r.label}): {e}") from None
+
+
 def run_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .runner import run_shard, run_state
     from .shard import barrier, init_process_group, shard_from_env, take_shard
-    from .spec import expand_runs, load_spec
+    from .spec import SHARED_MODEL_JOBS, expand_runs, load_spec
     from .summary import collect
 
     if args.runs_per_batch < 1:
@@ -61,19 +79,12 @@ def run_sweep(args: argparse.Namespace) -> int:
               f"{Path(spec.out) / 'summary.md'}")
         return 0
 
-    from ..pipelines.common import _check_option_values as check_option_values, check_model_arg
-
-    check_model_arg(spec.model, "model")
-    checked = set()
-    for r in runs:   # the estimators' option values, on the model's noise schedule, before the model loads
-        key = (r.method, json.dumps(r.config.estimator_options(), sort_keys=True, default=str))
-        if key not in checked:
-            checked.add(key)
-            try:
-                check_option_values(r.config)
-            except UserInputError as e:
-                raise UserInputError(f"{args.spec}: run ({r.label}): {e}") from None
-    device = shard.device(runs[0].config.device)
+    if spec.job in SHARED_MODEL_JOBS:
+        _check_before_loading(spec, runs, args.spec)
+    elif args.runs_per_batch > 1:
+        raise UserInputError(f"--runs-per-batch: job {spec.job} runs one cell at a time (its denoisers come with "
+                             "each column, there is no one model to batch)")
+    device = shard.device(getattr(runs[0].config, "device", None))
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     if shard.index == 0:   # the resolved run list, for people and scripts (the run folders hold the configs)

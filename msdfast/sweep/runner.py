@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import UserInputError
-from .spec import Run, job_api
+from .spec import SHARED_MODEL_JOBS, Run, job_api
 
 __all__ = ["run_state", "run_shard"]
 
@@ -96,10 +96,13 @@ def run_shard(job: str, runs: Sequence[Run], *, device: str, denoiser: Any = Non
              outcome.values()), len(pending))
     if not pending:
         return outcome
-    for r, _ in pending:
-        r.config.device = device
-    if denoiser is None:
-        denoiser = load_denoiser(pending[0][0].config, device)
+    if job in SHARED_MODEL_JOBS:
+        for r, _ in pending:
+            r.config.device = device
+        if denoiser is None:
+            denoiser = load_denoiser(pending[0][0].config, device)
+    elif runs_per_batch > 1:
+        raise UserInputError(f"--runs-per-batch: job {job} runs one cell at a time (no one model to batch)")
     slots = min(runs_per_batch, len(pending))
     if slots == 1:
         for i, item in enumerate(pending):
@@ -157,11 +160,18 @@ def _run_lockstep(job: str, pending: list[tuple[Run, str]], slots: int, denoiser
         finally:
             member.leave()
 
-    threads = [threading.Thread(target=slot, args=(j,), name=f"msdfast-run-slot-{j}") for j in range(slots)]
+    # daemon threads: Ctrl-C in the main thread ends the process (each run resumes from its checkpoint)
+    threads = [threading.Thread(target=slot, args=(j,), name=f"msdfast-run-slot-{j}", daemon=True)
+               for j in range(slots)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.5)   # a bounded wait, so KeyboardInterrupt reaches the main thread
+    except KeyboardInterrupt:
+        stop.set()
+        raise
     log.info("lockstep: %d runs in %d slots, %d batched evaluations", len(pending), slots, batcher.calls)
     if errors:
         raise errors[0]

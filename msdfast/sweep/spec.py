@@ -1,9 +1,9 @@
 """A sweep SPEC (YAML or JSON) and the list of runs it stands for.
 
-    job: image                      # image, 3d or digits (toy: not supported by the sweep yet)
+    job: image                      # image, 3d, digits or toy
     model: /models/sd15             # a local diffusers folder, a built-in name or a cached hub id
     out: sweeps/fruit               # the sweep folder: runs/<id>/ per run, summary.*, contact_sheet.png
-    prompts: [a red apple, a green pear]     # (job digits: `classes: [3, 7]` instead, the study's prompts)
+    prompts: [a red apple, a green pear]     # (digits: `classes: [3, 7]`; toy: `columns: [tree/ideal]`)
     seeds: [0, 1, 2]
     methods: [sds, msd, dsd]
     settings: {steps: 400, resolution: 256}        # the job's settings, the same in every run
@@ -17,7 +17,9 @@ the key ("sweep.yaml: grid.steps[1]: expected an integer, got 'x'").
 Job `digits` is the image job on the digits model msdfast ships (`model` defaults to `digits`), prompted with
 `classes` (digits 0-9, msdfast.digits.model.prompt_for) and starting from the digits study's settings (hash-grid
 field, lr 0.03, 30 steps; `settings` overrides them); its summary adds the evaluation classifier's metrics
-(msdfast.sweep.summary).
+(msdfast.sweep.summary). Job `toy` runs cells of the 2D toy study (msdfast.toy.cell): `columns` (tree/ideal,
+tree/learned+cfg, spiral/learned, ...) instead of prompts, the study's rows as methods (ddim, sds, msd-paper, ...),
+ProtocolConfig's settings (steps, grid, lr, msd, ...); its summary adds NLL, precision, recall and MMD.
 
 The runs are prompts x seeds x methods x grid combinations, in that nesting order (a stable order: the shards
 of msdfast.sweep.shard are slices of it). A run's id is the first 12 hex digits of the SHA-256 of its resolved
@@ -43,12 +45,16 @@ __all__ = ["SweepSpec", "Run", "JOBS", "load_spec", "expand_runs", "run_id", "LO
 # job -> (module, config class, run function); the run function is the one `msdfast <job>` calls.
 JOBS = {"image": ("msdfast.pipelines.image", "ImageConfig", "distill_image"),
         "3d": ("msdfast.pipelines.threed", "ThreeDConfig", "distill_3d"),
-        "digits": ("msdfast.pipelines.image", "ImageConfig", "distill_image")}
-_NOT_YET = ("toy",)
+        "digits": ("msdfast.pipelines.image", "ImageConfig", "distill_image"),
+        "toy": ("msdfast.toy.cell", "ToyCellConfig", "run_toy_cell")}
+_NOT_YET: tuple[str, ...] = ()
+# Jobs whose runs share ONE loaded Stable-Diffusion-format model (the toy's denoisers come with its columns).
+SHARED_MODEL_JOBS = ("image", "3d", "digits")
 # Settings that decide how the ONE denoiser of a process is loaded: fixed for the whole sweep (not in the grid).
 LOAD_KEYS = ("model", "device", "dtype", "variant", "compile", "unet_backend")
 # Settings a run gets from the spec's own lists or from the sweep (never in `settings` or `grid`).
-_PER_RUN = {"prompt": "prompts", "seed": "seeds", "method": "methods", "out": "out", "model": "model"}
+_PER_RUN = {"prompt": "prompts", "column": "columns", "seed": "seeds", "method": "methods", "out": "out",
+            "model": "model"}
 
 
 @dataclass
@@ -60,6 +66,7 @@ class SweepSpec:
     model: str = option("", help="the model of every run (loaded once per process; job digits: `digits`)")
     prompts: list[str] = option(default_factory=list, help="text prompts (job digits: from `classes`)")
     classes: list[int] = option(default_factory=list, help="job digits: the digits to prompt (0-9)")
+    columns: list[str] = option(default_factory=list, help="job toy: the study's columns (tree/ideal, ...)")
     seeds: list[int] = option(default_factory=lambda: [0], help="seeds")
     out: str = option("sweeps/sweep", help="sweep folder")
     settings: dict[str, Any] = option(default_factory=dict, help="the job's settings, the same for every run")
@@ -123,6 +130,12 @@ def load_spec(path: str | Path) -> SweepSpec:
         _digits_prompts(spec, p)
     elif spec.classes:
         raise UserInputError(f"{p}: classes: only job digits takes classes (job {spec.job} takes prompts)")
+    if spec.job == "toy":
+        if spec.prompts:
+            raise UserInputError(f"{p}: prompts: job toy runs the study's `columns` (tree/ideal, ...), not prompts")
+        spec.prompts, spec.model = list(spec.columns), spec.model or "toy"
+    elif spec.columns:
+        raise UserInputError(f"{p}: columns: only job toy takes columns")
     if not spec.model:
         raise UserInputError(f"{p}: missing required key 'model'")
     for key in ("prompts", "seeds", "methods"):
@@ -173,7 +186,10 @@ def _check_keys(cfg_cls: type, keys: Any, where: str, *, grid: bool) -> None:
 def expand_runs(spec: SweepSpec, source: str = "SPEC") -> list[Run]:
     """Every run of the spec (prompts x seeds x methods x grid, in that order), each config validated."""
     cfg_cls, _ = job_api(spec.job, source)
-    from ..estimators import METHODS
+    if spec.job == "toy":
+        from ..toy.protocol import METHOD_SPECS as METHODS
+    else:
+        from ..estimators import METHODS
 
     _check_keys(cfg_cls, spec.settings, f"{source}: settings", grid=False)
     settings = coerce_fields(cfg_cls, spec.settings, f"{source}: settings")
@@ -202,7 +218,10 @@ def expand_runs(spec: SweepSpec, source: str = "SPEC") -> list[Run]:
                 options[k.split(".", 1)[1]] = v
             else:
                 values[k] = v
-        values.update(model=spec.model, prompt=prompt, seed=seed, method=method, options=options, progress=False)
+        if spec.job == "toy":
+            values.update(column=prompt, seed=seed, method=method, options=options)
+        else:
+            values.update(model=spec.model, prompt=prompt, seed=seed, method=method, options=options, progress=False)
         label = f"prompt {pi} seed {seed} {method}" + "".join(f" {k}={v!r}" for k, v in combo)
         try:
             cfg = cfg_cls(**values)

@@ -6,7 +6,8 @@ seconds of the steps and the steps done, as mean and spread (sample standard dev
 group's runs (its seeds and prompts; n says how many). summary.json also lists every run's own values; a run
 that is not finished is listed as missing and left out of the statistics.
 
-Job digits adds the evaluation classifier's view of each final.png (msdfast.digits.classifier; the image taken
+Job toy adds the cell's own metrics (msdfast.toy.cell: NLL both ways, precision, recall, MMD). Job digits adds the
+evaluation classifier's view of each final.png (msdfast.digits.classifier; the image taken
 to gray and to the classifier's 32 px): `accuracy` (1 when the argmax class is the prompted digit), `confidence`
 (the softmax probability of the prompted digit) -- per run, and mean and spread per group -- and per group
 `diversity`, the mean pairwise distance of the classifier's features among one digit's seeds, averaged over the
@@ -28,7 +29,9 @@ from .spec import Run, SweepSpec
 __all__ = ["collect", "run_metrics", "METRICS"]
 
 METRICS = ("final_loss", "total_nfe", "nfe_per_step", "seconds", "steps_done")
-DIGITS_METRICS = ("accuracy", "confidence")
+# A job's own metrics: the digits classifier's (computed here from final.png), the toy cell's (in metrics.json).
+JOB_METRICS = {"digits": ("accuracy", "confidence"), "toy": ("nll", "nll_of_mean", "precision", "recall", "mmd")}
+_FILE_METRICS = JOB_METRICS["toy"]
 
 
 def run_metrics(run: Run) -> dict[str, Any] | None:
@@ -42,7 +45,7 @@ def run_metrics(run: Run) -> dict[str, Any] | None:
     hist = m.get("history") or []
     return {"final_loss": hist[-1]["loss"] if hist else None, "total_nfe": m["total_nfe"],
             "nfe_per_step": m["nfe_per_step"], "seconds": m["seconds"], "steps_done": m["steps_done"],
-            "converged": bool(m.get("converged", False))}
+            "converged": bool(m.get("converged", False)), **{k: m[k] for k in _FILE_METRICS if k in m}}
 
 
 def _mean_std(xs: Sequence[float]) -> dict[str, float]:
@@ -52,8 +55,13 @@ def _mean_std(xs: Sequence[float]) -> dict[str, float]:
     return {"mean": mean, "std": std}
 
 
-def _group_key(run: Run) -> tuple[str, str]:
-    return run.method, run.variant_label
+# Jobs whose prompts are different worlds (the toy's columns: other data sets, other denoisers), so a group is
+# one column's method and variant instead of pooling over prompts.
+PER_PROMPT_GROUPS = ("toy",)
+
+
+def _group_key(run: Run, job: str = "") -> tuple[int | None, str, str]:
+    return (run.prompt_index if job in PER_PROMPT_GROUPS else None), run.method, run.variant_label
 
 
 def collect(spec: SweepSpec, runs: Sequence[Run]) -> dict[str, Any]:
@@ -61,9 +69,8 @@ def collect(spec: SweepSpec, runs: Sequence[Run]) -> dict[str, Any]:
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     finished = {r.id: m for r in runs if (m := run_metrics(r)) is not None}
-    metrics, diversity = METRICS, {}
+    metrics, diversity = METRICS + JOB_METRICS.get(spec.job, ()), {}
     if spec.job == "digits":
-        metrics += DIGITS_METRICS
         diversity = _digits_metrics(spec, [r for r in runs if r.id in finished], finished)
     per_run, groups = [], {}
     for r in runs:
@@ -71,16 +78,20 @@ def collect(spec: SweepSpec, runs: Sequence[Run]) -> dict[str, Any]:
         per_run.append({"id": r.id, "folder": str(r.folder.relative_to(out)), "prompt": spec.prompts[r.prompt_index],
                         "seed": r.seed, "method": r.method, "variant": r.variant, "finished": m is not None,
                         **(m or {})})
-        g = groups.setdefault(_group_key(r), {"method": r.method, "variant": r.variant, "runs": [], "missing": 0})
+        g = groups.setdefault(_group_key(r, spec.job), {"method": r.method, "variant": r.variant, "runs": [],
+                                                        "missing": 0})
+        if spec.job in PER_PROMPT_GROUPS:
+            g["prompt"] = spec.prompts[r.prompt_index]
         if m is None:
             g["missing"] += 1
         else:
             g["runs"].append(m)
     table = []
     for key, g in groups.items():
-        row = {"method": g["method"], "variant": g["variant"], "n": len(g["runs"]), "missing": g["missing"]}
+        row = {**({"prompt": g["prompt"]} if "prompt" in g else {}), "method": g["method"], "variant": g["variant"],
+               "n": len(g["runs"]), "missing": g["missing"]}
         for k in metrics:
-            xs = [m[k] for m in g["runs"] if m[k] is not None]
+            xs = [m[k] for m in g["runs"] if m.get(k) is not None and m[k] == m[k]]   # nan: not measured
             row[k] = _mean_std(xs) if xs else None
         if spec.job == "digits":
             row["diversity"] = diversity.get(key)
@@ -120,8 +131,8 @@ def _digits_metrics(spec: SweepSpec, done: Sequence[Run],
     for i, r in enumerate(done):
         metrics[r.id].update(accuracy=float(prob[i].argmax() == labels[i]), confidence=float(prob[i, labels[i]]))
     out: dict[tuple[str, str], float | None] = {}
-    for key in dict.fromkeys(_group_key(r) for r in done):
-        idx = [i for i, r in enumerate(done) if _group_key(r) == key]
+    for key in dict.fromkeys(_group_key(r, spec.job) for r in done):
+        idx = [i for i, r in enumerate(done) if _group_key(r, spec.job) == key]
         d = diversity(feats[idx], labels[idx])
         out[key] = None if d != d else d     # nan: no digit with two seeds in the group
     return out
@@ -136,19 +147,22 @@ def _fmt(stat: dict[str, float] | None, digits: int = 4) -> str:
 def _markdown(s: dict[str, Any]) -> str:
     done = sum(r["finished"] for r in s["runs"])
     digits = s["job"] == "digits"
+    extra = JOB_METRICS.get(s["job"], ())
+    per_prompt = s["job"] in PER_PROMPT_GROUPS
+    lead = "| column " if per_prompt else ""
     lines = [f"# Sweep summary: {s['job']}, {done}/{len(s['runs'])} runs finished", "",
              f"model `{s['model']}`; {len(s['prompts'])} prompts x {len(s['seeds'])} seeds {s['seeds']}; "
-             "mean ± sample std over each group's runs (seeds and prompts).", "",
-             "| method | variant | n | missing | final loss | NFE | NFE/step | seconds | steps |"
-             + (" accuracy | confidence | diversity |" if digits else ""),
-             "|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if digits else "")]
+             "mean ± sample std over each group's runs (" + ("seeds" if per_prompt else "seeds and prompts") + ").",
+             "",
+             lead + "| method | variant | n | missing | final loss | NFE | NFE/step | seconds | steps |"
+             + "".join(f" {k.replace('_', ' ')} |" for k in extra) + (" diversity |" if digits else ""),
+             "|---" * per_prompt + "|---|---|---|---|---|---|---|---|---|" + "---|" * (len(extra) + digits)]
     for g in s["groups"]:
         var = " ".join(f"{k}={json.dumps(v)}" for k, v in g["variant"].items()) or "-"
-        lines.append(f"| {g['method']} | {var} | {g['n']} | {g['missing']} | {_fmt(g['final_loss'])} | "
+        lines.append((f"| {g['prompt']} " if per_prompt else "") + f"| {g['method']} | {var} | {g['n']} | {g['missing']} | {_fmt(g['final_loss'])} | "
                      f"{_fmt(g['total_nfe'], 6)} | {_fmt(g['nfe_per_step'])} | {_fmt(g['seconds'], 3)} | "
-                     f"{_fmt(g['steps_done'], 6)} |"
-                     + (f" {_fmt(g['accuracy'], 3)} | {_fmt(g['confidence'], 3)} | "
-                        f"{'-' if g['diversity'] is None else format(g['diversity'], '.3g')} |" if digits else ""))
+                     f"{_fmt(g['steps_done'], 6)} |" + "".join(f" {_fmt(g[k], 3)} |" for k in extra)
+                     + (f" {'-' if g['diversity'] is None else format(g['diversity'], '.3g')} |" if digits else ""))
     if digits:
         lines += ["", "accuracy / confidence: the evaluation classifier on each final.png (prompted digit); diversity: "
                   "mean pairwise classifier-feature distance among one digit's seeds."]
