@@ -382,40 +382,43 @@ def run_distillation(cfg: DistillConfig, *, field: torch.nn.Module, optimizer: t
     progress_log = _ProgressLog(f"{job} {cfg.method}", cfg.steps, start) if not interactive else None
     metrics_file = open(jsonl, "a", encoding="utf-8")
     ran = False   # whether this call ran any step (a resumed finished run runs none)
-    for step in bar:
-        ran = True
-        t0 = time.perf_counter()
-        estimator.update_step(step, cfg.steps)
-        res = step_fn(step)
-        if res.info.get("finished", False):
-            # MSD's convergence criterion (paper sec. 4.4): the bandwidth fell below lambda_min. Stop before
-            # stepping, so AdamW's momentum does not keep moving theta on a zero gradient.
-            converged = True
-            tqdm.write(f"msdfast {cfg.method}: converged at step {step}: "
-                       + (f"lambda = {res.info['lambda']:.3g} < lambda_min = {res.info['lambda_min']:.3g} "
-                          if "lambda" in res.info and "lambda_min" in res.info else "")
-                       + "(MSD's termination criterion, Algorithm 2); stopping")
-            break
-        optimizer.zero_grad(set_to_none=True)
-        res.loss.backward()
-        optimizer.step()
-        gnorm = float(res.grad.float().norm())
-        rec = {"step": step, "loss": float(res.loss.detach()), "grad_norm": gnorm, "nfe": int(res.nfe),
-               "seconds": time.perf_counter() - t0}
-        rec.update({k: v for k, v in res.info.items() if isinstance(v, (int, float)) and k not in rec})
-        history.append(rec)
-        if not all(map(lambda v: v == v and abs(v) != float("inf"), (rec["loss"], gnorm))):
-            raise FloatingPointError(f"step {step}: non-finite loss or gradient ({rec['loss']}, {gnorm})")
-        metrics_file.write(json.dumps(rec) + "\n")
-        metrics_file.flush()
-        bar.set_postfix(loss=f"{rec['loss']:.4g}", nfe=rec["nfe"])
-        if progress_log is not None:
-            progress_log(rec)
-        done = step + 1
-        if cfg.snapshot_every and (done % cfg.snapshot_every == 0 or done == 1):
-            snapshot(done)
-        if cfg.ckpt_every and done % cfg.ckpt_every == 0:
-            checkpoint(done)
+    from ..ops import checks_once
+
+    with checks_once():   # each op's arguments validated on its first step, not on every step
+        for step in bar:
+            ran = True
+            t0 = time.perf_counter()
+            estimator.update_step(step, cfg.steps)
+            res = step_fn(step)
+            if res.info.get("finished", False):
+                # MSD's convergence criterion (paper sec. 4.4): the bandwidth fell below lambda_min. Stop before
+                # stepping, so AdamW's momentum does not keep moving theta on a zero gradient.
+                converged = True
+                tqdm.write(f"msdfast {cfg.method}: converged at step {step}: "
+                           + (f"lambda = {res.info['lambda']:.3g} < lambda_min = {res.info['lambda_min']:.3g} "
+                              if "lambda" in res.info and "lambda_min" in res.info else "")
+                           + "(MSD's termination criterion, Algorithm 2); stopping")
+                break
+            optimizer.zero_grad(set_to_none=True)
+            res.loss.backward()
+            optimizer.step()
+            gnorm = float(res.grad.float().norm())
+            rec = {"step": step, "loss": float(res.loss.detach()), "grad_norm": gnorm, "nfe": int(res.nfe),
+                   "seconds": time.perf_counter() - t0}
+            rec.update({k: v for k, v in res.info.items() if isinstance(v, (int, float)) and k not in rec})
+            history.append(rec)
+            if not all(map(lambda v: v == v and abs(v) != float("inf"), (rec["loss"], gnorm))):
+                raise FloatingPointError(f"step {step}: non-finite loss or gradient ({rec['loss']}, {gnorm})")
+            metrics_file.write(json.dumps(rec) + "\n")
+            metrics_file.flush()
+            bar.set_postfix(loss=f"{rec['loss']:.4g}", nfe=rec["nfe"])
+            if progress_log is not None:
+                progress_log(rec)
+            done = step + 1
+            if cfg.snapshot_every and (done % cfg.snapshot_every == 0 or done == 1):
+                snapshot(done)
+            if cfg.ckpt_every and done % cfg.ckpt_every == 0:
+                checkpoint(done)
     bar.close()
     metrics_file.close()
     if converged:
