@@ -7,8 +7,9 @@ field, VAE encode, estimator, AdamW), CPU.
 One process loads the model once; each round runs the same sweep (2 digits x 4 seeds = 8 runs of one method)
 at every K, after one untimed warm-up sweep each, in a rotating order (msdfast.bench.harness.interleave), each into a fresh folder, timed by wall
 clock; runs/hour = runs / median wall, the ratio is to K = 1 of the same run. "evaluations" counts the batched
-UNet calls of one sweep (K = 1: one per run per solver call). Every K uses the same torch thread count (the
-machine's default unless --threads), so K = 1 is not starved of cores that K > 1 gets.
+UNet calls of one sweep (K = 1: one per run per solver call). Every K uses the same torch thread count (msdfast's
+default unless --threads), so K = 1 is not starved of cores that K > 1 gets; msdfast is imported before torch, so
+the OpenMP wait policy is the `msdfast` command's.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import msdfast  # noqa: F401 -- before torch, as in the `msdfast` command: its OpenMP wait policy (msdfast._threads)
 import torch
 
 KS = (1, 2, 4, 8)

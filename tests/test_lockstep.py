@@ -3,11 +3,12 @@ evaluation per solver step, and each run's result equals the run alone -- bit fo
 batch-invariant, within float round-off for a UNet evaluated at another batch size."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import torch
@@ -36,6 +37,16 @@ class _Affine(Denoiser):
         return out if cond is None else out + cond
 
 
+@contextlib.contextmanager
+def _served(batcher: LockstepBatcher) -> Iterator[None]:
+    """batcher.serve() in a helper thread for the block (the runner serves from its main thread)."""
+    server = threading.Thread(target=batcher.serve, daemon=True)
+    server.start()
+    yield
+    server.join(timeout=60)
+    assert not server.is_alive(), "lockstep: the server did not end after every member left"
+
+
 def _run_members(den: Denoiser, work: list[list[tuple[int, ...]]]) -> tuple[LockstepBatcher, list[Any]]:
     """Member j makes the evaluations work[j] (each a (batch, t) pair) in its own thread; returns the results."""
     batcher = LockstepBatcher(den)
@@ -54,11 +65,12 @@ def _run_members(den: Denoiser, work: list[list[tuple[int, ...]]]) -> tuple[Lock
         finally:
             members[j].leave()
 
-    threads = [threading.Thread(target=go, args=(j,)) for j in range(len(work))]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=60)
+    threads = [threading.Thread(target=go, args=(j,), daemon=True) for j in range(len(work))]
+    with _served(batcher):
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=60)
     assert not any(th.is_alive() for th in threads), "lockstep deadlock"
     return batcher, results
 
@@ -93,10 +105,11 @@ def test_groups_by_shape_and_errors_reach_every_member_of_the_group() -> None:
 
     th = [threading.Thread(target=call, args=("a", a, torch.ones(1, 2, 3), 5)),
           threading.Thread(target=call, args=("b", b, torch.ones(2, 4), 7))]   # another shape: its own call
-    for x in th:
-        x.start()
-    for x in th:
-        x.join(timeout=60)
+    with _served(batcher):
+        for x in th:
+            x.start()
+        for x in th:
+            x.join(timeout=60)
     assert batcher.calls == 2 and sorted(den.batches) == [1, 2]
     assert torch.equal(got["a"], _Affine().eps(torch.ones(1, 2, 3), 5))
     assert torch.equal(got["b"], _Affine().eps(torch.ones(2, 4), 7))
@@ -110,9 +123,10 @@ def test_member_counts_its_own_nfe_and_sees_the_shared_model() -> None:
     batcher = LockstepBatcher(den)
     m = batcher.join()
     assert m.model_hash == "abc" and m.schedule is den.schedule and isinstance(m, Denoiser)
-    m.eps_pair(torch.ones(2, 2, 3), 4, None, None)                     # the only member: fires at once
-    assert m.stats.nfe == 4 and den.stats.nfe == 4 and den.batches == [4]
-    m.leave()
+    with _served(batcher):
+        m.eps_pair(torch.ones(2, 2, 3), 4, None, None)                 # the only member: fires at once
+        assert m.stats.nfe == 4 and den.stats.nfe == 4 and den.batches == [4]
+        m.leave()
 
     class _Pair(_Affine):
         def eps_pair(self, *a: Any, **k: Any) -> Any:   # an evaluation around _eps: not batchable

@@ -166,9 +166,9 @@ def _run_lockstep(job: str, pending: list[tuple[Run, str]], slots: int, denoiser
     for t in threads:
         t.start()
     try:
+        batcher.serve()          # this thread (it loaded the model) makes every batched evaluation
         for t in threads:
-            while t.is_alive():
-                t.join(timeout=0.5)   # a bounded wait, so KeyboardInterrupt reaches the main thread
+            t.join()
     except KeyboardInterrupt:
         stop.set()
         raise
