@@ -282,3 +282,37 @@ def test_real_unet_batched_within_round_off_and_cli(tmp_path: Path, model: str,
         _assert_equal({ids[0]: a[ids[0]]}, {ids[0]: a[ids[2]]}, rtol=1e-4)
     assert main(["sweep", str(p), "--runs-per-batch", "0"]) == 2
     assert "--runs-per-batch: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_failing_run_does_not_hang_the_batch(tmp_path: Path, model: str) -> None:
+    """A run that fails mid-loop (its estimator raises at its second step) leaves the batch: the other slot's run
+    finishes, no later run starts, and the failure is raised."""
+    from msdfast.estimators import build
+
+    class _FailsAtStep2:
+        def __init__(self, est: Any) -> None:
+            self.est, self.calls = est, 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.est, name)
+
+        def __call__(self, *a: Any, **k: Any) -> Any:
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("boom at step 2")
+            return self.est(*a, **k)
+
+    def factory(method: str, denoiser: Any, **options: Any) -> Any:
+        est = build(method, denoiser, **options)
+        return _FailsAtStep2(est) if method == "dsd" else est
+
+    runs = _sweep(tmp_path, "fail", model, methods=["sds", "dsd"], prompts=["a red apple", "a blue car"],
+                  seeds=[0])                          # runs: p0 sds, p0 dsd, p1 sds, p1 dsd -> slots of 2
+    with pytest.raises(RuntimeError, match="boom at step 2"):
+        run_shard("image", runs, device="cpu", denoiser=_load(runs), runs_per_batch=2, estimator_factory=factory)
+    finished = [json.loads((r.folder / "metrics.json").read_text())["finished"]
+                if (r.folder / "metrics.json").exists() else None for r in runs]
+    assert finished[0] is True                       # the other slot's run went on alone and finished
+    assert not (runs[1].folder / "metrics.json").exists() or finished[1] is False
+    assert not runs[3].folder.exists()               # after a failure no new run starts
+    assert not any((r.folder / "run.lock").exists() for r in runs if r.folder.exists())
