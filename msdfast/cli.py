@@ -26,7 +26,8 @@ SUBCOMMANDS = {
     "image": ("msdfast.pipelines.image", "text-to-2D image-field distillation on Stable Diffusion"),
     "3d": ("msdfast.pipelines.threed", "text-to-3D NeRF distillation on Stable Diffusion"),
     "digits": ("msdfast.digits.study", "the digits latent-diffusion model and the image-domain study (train, gate)"),
-    "sweep": ("msdfast.sweep.cli", "prompts x seeds x methods sweeps of image/3d, sharded over torchrun / SLURM"),
+    "sweep": ("msdfast.sweep.cli", "prompts x seeds x methods sweeps of image/3d/digits/toy, sharded over "
+                                   "torchrun / SLURM"),
     "profile": ("msdfast.profile", "NFE / time / memory profile of one gradient per method"),
 }
 EXIT_USER_ERROR = 2

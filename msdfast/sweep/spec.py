@@ -47,7 +47,6 @@ JOBS = {"image": ("msdfast.pipelines.image", "ImageConfig", "distill_image"),
         "3d": ("msdfast.pipelines.threed", "ThreeDConfig", "distill_3d"),
         "digits": ("msdfast.pipelines.image", "ImageConfig", "distill_image"),
         "toy": ("msdfast.toy.cell", "ToyCellConfig", "run_toy_cell")}
-_NOT_YET: tuple[str, ...] = ()
 # Jobs whose runs share ONE loaded Stable-Diffusion-format model (the toy's denoisers come with its columns).
 SHARED_MODEL_JOBS = ("image", "3d", "digits")
 # Settings that decide how the ONE denoiser of a process is loaded: fixed for the whole sweep (not in the grid).
@@ -61,7 +60,7 @@ _PER_RUN = {"prompt": "prompts", "column": "columns", "seed": "seeds", "method":
 class SweepSpec:
     """The keys of a sweep SPEC file (module doc)."""
 
-    job: str = option(choices=tuple(JOBS) + _NOT_YET, help="the job every run is")
+    job: str = option(choices=tuple(JOBS), help="the job every run is")
     methods: list[str] = option(help="score-distillation methods")
     model: str = option("", help="the model of every run (loaded once per process; job digits: `digits`)")
     prompts: list[str] = option(default_factory=list, help="text prompts (job digits: from `classes`)")
@@ -99,9 +98,9 @@ class Run:
 
 
 def job_api(job: str, source: str = "SPEC") -> tuple[type, Any]:
-    """(config class, run function) of a job; a one-line error for the jobs the sweep does not run yet."""
+    """(config class, run function) of a job."""
     if job not in JOBS:
-        raise UserInputError(f"{source}: job: {job!r} is not supported by msdfast sweep yet (supported: {', '.join(JOBS)})")
+        raise UserInputError(f"{source}: job: {job!r} is not a job of msdfast sweep (one of {', '.join(JOBS)})")
     import importlib
 
     module, cls, fn = JOBS[job]

@@ -7,8 +7,9 @@ group's runs (its seeds and prompts; n says how many). summary.json also lists e
 that is not finished is listed as missing and left out of the statistics.
 
 Job toy adds the cell's own metrics (msdfast.toy.cell: NLL both ways, precision, recall, MMD). Job digits adds the
-evaluation classifier's view of each final.png (msdfast.digits.classifier; the image taken
-to gray and to the classifier's 32 px): `accuracy` (1 when the argmax class is the prompted digit), `confidence`
+evaluation classifier's view of each final.png (msdfast.digits.classifier; the image taken to gray as the digits
+study does, msdfast.digits.data.to_gray, at the classifier's 32 px): `accuracy` (1 when the argmax class is the
+prompted digit), `confidence`
 (the softmax probability of the prompted digit) -- per run, and mean and spread per group -- and per group
 `diversity`, the mean pairwise distance of the classifier's features among one digit's seeds, averaged over the
 digits (msdfast.digits.metrics.diversity; DSD's point is that it grows).
@@ -110,19 +111,23 @@ def _digits_metrics(spec: SweepSpec, done: Sequence[Run],
     group's diversity (None below two seeds of a digit) (module doc)."""
     import numpy as np
     import torch
+    import torch.nn.functional as F
     from PIL import Image
 
     from ..digits.classifier import load_classifier
-    from ..digits.data import RESOLUTION
+    from ..digits.data import RESOLUTION, to_gray
     from ..digits.metrics import diversity
 
     if not done:
         return {}
     gray = []
-    for r in done:
+    for r in done:   # the study's evaluation path: RGB in [0, 1] -> channel mean (to_gray) at the classifier's size
         with Image.open(r.folder / "final.png") as im:
-            im = im.convert("L").resize((RESOLUTION, RESOLUTION), Image.BILINEAR)
-            gray.append(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0))
+            rgb = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+        if rgb.shape[-1] != RESOLUTION or rgb.shape[-2] != RESOLUTION:
+            rgb = F.interpolate(rgb, size=(RESOLUTION, RESOLUTION), mode="bilinear", antialias=True,
+                                align_corners=False)
+        gray.append(to_gray(rgb)[0])
     labels = torch.tensor([spec.classes[r.prompt_index] for r in done])
     net = load_classifier()
     with torch.no_grad():
@@ -159,7 +164,8 @@ def _markdown(s: dict[str, Any]) -> str:
              "|---" * per_prompt + "|---|---|---|---|---|---|---|---|---|" + "---|" * (len(extra) + digits)]
     for g in s["groups"]:
         var = " ".join(f"{k}={json.dumps(v)}" for k, v in g["variant"].items()) or "-"
-        lines.append((f"| {g['prompt']} " if per_prompt else "") + f"| {g['method']} | {var} | {g['n']} | {g['missing']} | {_fmt(g['final_loss'])} | "
+        lines.append((f"| {g['prompt']} " if per_prompt else "")
+                     + f"| {g['method']} | {var} | {g['n']} | {g['missing']} | {_fmt(g['final_loss'])} | "
                      f"{_fmt(g['total_nfe'], 6)} | {_fmt(g['nfe_per_step'])} | {_fmt(g['seconds'], 3)} | "
                      f"{_fmt(g['steps_done'], 6)} |" + "".join(f" {_fmt(g[k], 3)} |" for k in extra)
                      + (f" {'-' if g['diversity'] is None else format(g['diversity'], '.3g')} |" if digits else ""))

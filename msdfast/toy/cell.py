@@ -44,7 +44,6 @@ class ToyCellConfig:
     msd: dict[str, Any] = option(default_factory=dict, help="options of every MSD row but the ones defining it")
     options: dict[str, Any] = option(default_factory=dict, help="estimator options of this row (beat `msd`)")
     out: str = option("runs/toy_cell", help="run folder")
-    progress: bool = option(False, help="(unused: a cell takes seconds)")
 
     def column_spec(self) -> Any:
         from .protocol import ColumnSpec
@@ -121,7 +120,8 @@ def run_toy_cell(cfg: ToyCellConfig, *, resume: bool = False, overwrite: bool = 
         scores = evaluate(world, res.points)
         with (out / "points.npy").open("wb") as f:
             np.save(f, res.points)
-        plot_samples(out / "final.png", torch.as_tensor(res.points), log_density(world), title=f"{cfg.column} {cfg.method}")
+        plot_samples(out / "final.png", torch.as_tensor(res.points), log_density(world),
+                     title=f"{cfg.column} {cfg.method}")
         metrics = {"method": cfg.method, "column": cfg.column, "finished": True, "steps_done": res.steps_run,
                    "total_nfe": res.nfe, "nfe_per_step": res.nfe / max(res.steps_run, 1), "seconds": res.seconds,
                    **scores, "history": []}
